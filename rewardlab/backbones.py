@@ -1,0 +1,143 @@
+"""Backbones: resolve a name to a sequence-classification model with a 1-output reward head, plus its tokenizer.
+
+Names resolve in this order: the tiny random backbones built from a config (``tiny-llama``, ``tiny-gpt2``,
+``tiny-bert``: for tests and smoke runs, no files needed), the offline packages (``minilm-l6``,
+``smollm2-135m``, see :mod:`rewardlab.offline`), then anything ``from_pretrained`` accepts (hub id or folder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    GPT2Config,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from rewardlab.config import LoraSettings, ModelSettings
+from rewardlab.offline import resolve_offline
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TINY_SPECIALS = ["<pad>", "<s>", "</s>", "[CLS]", "[SEP]", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass
+class Backbone:
+    """A reward model and its tokenizer. ``encoder`` is True for bidirectional encoders (BERT-style), which read
+    the reward from the first token; causal LMs read it from the last real token."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerFast
+    encoder: bool
+
+
+def is_encoder(config) -> bool:
+    """Bidirectional encoders are the models that have a masked-LM head in transformers."""
+    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False)
+
+
+def tiny_tokenizer(encoder: bool) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer with no merges (256 byte tokens + specials) and a ChatML template."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(TINY_SPECIALS + alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(TINY_SPECIALS)
+    if encoder:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+        )
+        names = dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="<pad>")
+    else:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
+        names = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=1024, **names)
+    fast.chat_template = CHATML
+    return fast
+
+
+def tiny_config(name: str, vocab_size: int):
+    """Configs of the tiny random backbones: two layers, width 32."""
+    common = dict(vocab_size=vocab_size, num_labels=1, pad_token_id=0)
+    if name == "tiny-llama":
+        return LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=1024, bos_token_id=1, eos_token_id=2, **common,
+        )
+    if name == "tiny-gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=1024, bos_token_id=1, eos_token_id=2, **common)
+    if name == "tiny-bert":
+        return BertConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=1024, **common,
+        )
+    return None
+
+
+TINY_BACKBONES = ("tiny-llama", "tiny-gpt2", "tiny-bert")
+
+
+def load_backbone(settings: ModelSettings, seed: int = 0) -> Backbone:
+    """Load (or build) the model named in ``settings`` with a 1-output reward head, ready for training."""
+    if settings.name in TINY_BACKBONES:
+        encoder = settings.name == "tiny-bert"
+        tokenizer = tiny_tokenizer(encoder)
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_config(tiny_config(settings.name, len(tokenizer)))
+    else:
+        source = resolve_offline(settings.name) or settings.name
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, num_labels=1)
+        encoder = is_encoder(config)
+        torch.manual_seed(seed)  # the new head's initial weights
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Sequence-classification heads find the reward token from the pad id (the rightmost non-pad token).
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if not settings.dropout:
+        disable_dropout(model)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.lora.r > 0:
+        model = add_lora(model, settings.lora)
+    return Backbone(model=model, tokenizer=tokenizer, encoder=encoder)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def add_lora(model: PreTrainedModel, lora: LoraSettings):
+    """Wrap ``model`` in LoRA adapters; peft's SEQ_CLS task keeps the reward head fully trainable."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

@@ -1,0 +1,1 @@
+"""Data: rows in every format → pairs (formats) → token ids (encode) → batches (collate)."""
