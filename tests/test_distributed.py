@@ -20,7 +20,7 @@ def run(tmp_path, name, processes):
                           "eval_data=null", "max_length=64", "batch_size=8", "learning_rate=3e-3", "max_steps=4",
                           "logging_steps=1", f"output_dir={out}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"= {8 // processes} a forward pass × {processes} processes" in result.stdout
     return logged_losses(out)

@@ -43,4 +43,4 @@ def test_a_few_training_steps_on_hh(tmp_path):
                                 "max_length=256", "max_steps=3", "batch_size=4", f"output_dir={tmp_path}"])
     info = train(recipe)
     assert info["steps"] == 3 and info["metrics"]["pairs"] == 300
-    assert info["reward_stats_from"] == "eval"
+    assert info["evaluated_on"] == "eval"

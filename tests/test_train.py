@@ -78,7 +78,7 @@ def test_saved_model_reloads_in_plain_transformers_with_identical_scores(tmp_pat
     out = Path(recipe.output_dir)
     assert {"config.json", "model.safetensors", "recipe.yaml", "rewardlab.json"} <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
-    assert config["reward_mean"] == pytest.approx(info["reward_mean"])
+    assert config["reward_mean"] == pytest.approx(info["metrics"]["reward_mean"])
 
     # rewardlab's own evaluation of the saved folder equals the in-training evaluation (LoRA merged on save)
     from rewardlab.cli import main
@@ -110,9 +110,9 @@ def test_training_changes_the_trainable_parameters_and_lora_keeps_the_base_froze
     captured = {}
     real_finish = train_module.finish
 
-    def capture(accelerator, recipe_, backbone, model, *rest):
+    def capture(accelerator, recipe_, task, model, *rest):
         captured.update({n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters()})
-        return real_finish(accelerator, recipe_, backbone, model, *rest)
+        return real_finish(accelerator, recipe_, task, model, *rest)
 
     train_module.finish = capture
     try:

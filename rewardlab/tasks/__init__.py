@@ -1,0 +1,40 @@
+"""Learners: each module assembles data, model, objective, evaluation and saving for one kind of model, behind the
+small :class:`Task` interface that the one training loop (:mod:`rewardlab.train`) drives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from accelerate import Accelerator
+
+
+class Task(Protocol):
+    """What the training loop needs from a learner."""
+
+    model: torch.nn.Module  # what the optimizer trains
+    train_data: Sequence
+    eval_data: Sequence
+    collate: Callable  # list of examples → batch (an object with `.to(device)`)
+    main_metric: str  # the metric the progress line and comparisons report
+
+    def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch's loss and per-step statistics (e.g. ``accuracy``), each a scalar tensor."""
+
+    def evaluate(self, accelerator: Accelerator, model: torch.nn.Module, data: Sequence) -> dict:
+        """Metrics on ``data``, computed split across processes; every process gets them all."""
+
+    def format(self, name: str, metrics: dict) -> str:
+        """A small text table of ``metrics``."""
+
+    def save(self, model: torch.nn.Module, output_dir: Path, info: dict) -> None:
+        """Write the trained model (unwrapped) to ``output_dir`` (main process only)."""
+
+
+def build_task(recipe, log: Callable[[str], None]) -> Task:
+    """The learner that ``recipe.objective`` names."""
+    from rewardlab.tasks.reward import RewardTask
+
+    return RewardTask(recipe, log)
