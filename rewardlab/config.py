@@ -63,12 +63,44 @@ class LossSettings:
 
 
 @dataclass
+class ContrastiveSettings:
+    """InfoNCE objectives (SimCSE, CLIP, SigLIP): how embeddings are pooled, projected and compared."""
+
+    # SimCSE: similarity / temperature. CLIP/SigLIP learn their scale, starting at 1 / temperature.
+    temperature: float = 0.05
+    pooling: str = choice("mean", ("cls", "mean", "last"), "cls for BERT-style encoders, mean or last for causal LMs")
+    # SimCSE trains through an MLP over the pooled embedding and drops it afterwards (Gao et al., 2021).
+    mlp_head: bool = True
+    # Gather embeddings from all processes so each one sees every other process's negatives.
+    gather_across_processes: bool = True
+    # Data columns: unsupervised SimCSE reads one sentence column; supervised reads pairs (+ optional hard negative).
+    sentence_column: str = "sentence"
+    pair_columns: list[str] = field(default_factory=lambda: ["sentence1", "sentence2"])
+    hard_negative_column: str | None = None
+
+
+@dataclass
+class ClipSettings:
+    """Two towers: an image encoder and a text backbone (``model.name``), each with a linear projection."""
+
+    image_tower: str = "efficientnet-lite0"
+    freeze_image_tower: bool = False
+    freeze_text_tower: bool = False
+    embed_dim: int = 256
+    image_size: int = 224
+    # SigLIP's learnable bias starts here (the paper's −10).
+    init_bias: float = -10.0
+
+
+@dataclass
 class Recipe:
     """One training run. Paths are relative to the working directory."""
 
-    objective: str = choice("bradley_terry", ("bradley_terry",))
+    objective: str = choice("bradley_terry", ("bradley_terry", "simcse", "clip", "siglip"))
     model: ModelSettings = field(default_factory=ModelSettings)
     loss: LossSettings = field(default_factory=LossSettings)
+    contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
+    clip: ClipSettings = field(default_factory=ClipSettings)
     # Data: a local .jsonl/.json/.parquet/.csv file or a hub dataset name.
     train_data: str = "data/prefs-train.jsonl"
     train_split: str = "train"

@@ -35,6 +35,14 @@ class Task(Protocol):
 
 def build_task(recipe, log: Callable[[str], None]) -> Task:
     """The learner that ``recipe.objective`` names."""
+    if recipe.objective == "simcse":
+        from rewardlab.tasks.simcse import SimCSETask
+
+        return SimCSETask(recipe, log)
+    if recipe.objective in ("clip", "siglip"):
+        from rewardlab.tasks.clip import ClipTask
+
+        return ClipTask(recipe, log)
     from rewardlab.tasks.reward import RewardTask
 
     return RewardTask(recipe, log)
