@@ -73,10 +73,16 @@ class ContrastiveSettings:
     mlp_head: bool = True
     # Gather embeddings from all processes so each one sees every other process's negatives.
     gather_across_processes: bool = True
-    # Data columns: unsupervised SimCSE reads one sentence column; supervised reads pairs (+ optional hard negative).
-    sentence_column: str = "sentence"
+    # SimCSE: false reads single sentences, each seen twice under two dropout masks; true reads pairs.
+    supervised: bool = False
+    # Data columns: unsupervised SimCSE reads a sentence column (a list of columns: every one of them, e.g.
+    # [sentence1, sentence2] of an STS file; .txt files: one sentence a line); supervised reads pairs
+    # (+ optional hard negative).
+    sentence_column: str | list[str] = "sentence"
     pair_columns: list[str] = field(default_factory=lambda: ["sentence1", "sentence2"])
     hard_negative_column: str | None = None
+    # Supervised: keep only the pairs whose `score` column is at least this (STS-B: 4 ≈ paraphrase); None keeps all.
+    min_pair_score: float | None = None
 
 
 @dataclass
@@ -107,6 +113,10 @@ class Recipe:
     eval_data: str | None = "data/prefs-dev.jsonl"
     eval_split: str = "test"
     max_length: int = 512
+    # How pairs become rows (see rewardlab/data/collate.py); auto: prefix_shared for causal LMs, packed for encoders.
+    layout: str = choice("auto", ("auto", "padded", "packed", "prefix_shared"))
+    # Batches of pairs of similar length (shuffled between batches), so less is spent on padding.
+    group_by_length: bool = False
     truncation: str = choice("truncate", ("truncate", "drop"), "what to do with pairs longer than max_length")
     # Pairs per optimizer step, over all processes and accumulation steps.
     batch_size: int = 8

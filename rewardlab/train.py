@@ -93,7 +93,9 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
     task = build_task(recipe, log)
     log(f"batch: {recipe.batch_size} a step = {micro} a forward pass × {accelerator.num_processes} processes "
         f"× {accelerator.gradient_accumulation_steps} accumulation steps")
-    loader = DataLoader(task.train_data, batch_size=micro, shuffle=True, collate_fn=task.collate)
+    sampler = getattr(task, "sampler", None)
+    loader = DataLoader(task.train_data, batch_size=micro, shuffle=sampler is None, sampler=sampler,
+                        collate_fn=task.collate)
     params = [p for p in task.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     set_seed(recipe.seed)

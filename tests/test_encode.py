@@ -59,7 +59,7 @@ def test_collated_batch_stacks_chosen_then_rejected_and_finds_score_positions():
     batch = PadCollator(tok.pad_token_id, encoder=False)(pairs)
     # chosen: <s> + 10 + XYZ + </s> = 15 tokens; rejected: <s> + 10 + UV + </s> = 14, padded to 15
     assert batch.input_ids.shape == (2, 15)
-    assert batch.score_positions.tolist() == [14, 13]
+    assert batch.score_index.tolist() == [14, 15 + 13]
     assert batch.attention_mask.sum(1).tolist() == [15, 14]
     assert batch.response_lengths.tolist() == [4, 3]
 

@@ -39,7 +39,7 @@ def test_tiny_backbone_learns_a_synthetic_preference_set(tmp_path):
 def test_resume_after_interruption_gives_the_same_losses(tmp_path, monkeypatch):
     """40 pairs, 8 a step: 5 steps an epoch; stop after the checkpoint at step 3, resume to step 8 (crossing the
     epoch boundary, with warmup and a linear schedule that depend on the restored scheduler state)."""
-    common = ("max_steps=8", "save_steps=3", "warmup_ratio=0.25")
+    common = ("max_steps=8", "save_steps=3", "warmup_ratio=0.25", "group_by_length=true")
     straight = make_recipe(tmp_path / "a", *common, rows=40)
     train(straight)
 
@@ -89,6 +89,7 @@ def test_saved_model_reloads_in_plain_transformers_with_identical_scores(tmp_pat
 
     # plain transformers on raw text gives the same reward as rewardlab's batched, padded path
     from rewardlab.data.collate import PadCollator
+    from rewardlab.heads import RewardScorer
     from rewardlab.data.encode import PairEncoder
     from rewardlab.data.formats import read_pairs
     from rewardlab.evaluate import score_pairs
@@ -97,7 +98,7 @@ def test_saved_model_reloads_in_plain_transformers_with_identical_scores(tmp_pat
     model, tok, encoder, _ = load_reward_model(str(out))
     pairs, _ = read_pairs(recipe.eval_data)
     encoded, _ = PairEncoder(tok, encoder, 64).encode_pairs(pairs[:6])
-    chosen, _ = score_pairs(model, encoded, PadCollator(tok.pad_token_id, encoder), 4, "cpu")
+    chosen, _ = score_pairs(RewardScorer(model), encoded, PadCollator(tok.pad_token_id, encoder), 4, "cpu")
     eos = "" if encoder else tok.eos_token
     plain = plain_transformers_rewards(out, [p.prompt + p.chosen + eos for p in pairs[:6]])
     assert plain == pytest.approx(chosen, abs=1e-5)
@@ -111,7 +112,7 @@ def test_training_changes_the_trainable_parameters_and_lora_keeps_the_base_froze
     real_finish = train_module.finish
 
     def capture(accelerator, recipe_, task, model, *rest):
-        captured.update({n: p.detach().clone() for n, p in accelerator.unwrap_model(model).named_parameters()})
+        captured.update({n: p.detach().clone() for n, p in accelerator.unwrap_model(model).model.named_parameters()})
         return real_finish(accelerator, recipe_, task, model, *rest)
 
     train_module.finish = capture

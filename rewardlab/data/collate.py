@@ -1,4 +1,14 @@
-"""Encoded pairs → padded batches that carry the positions the reward is read from."""
+"""Encoded pairs → batches that carry the positions the rewards are read from, in three layouts.
+
+- ``padded``: 2b right-padded rows, chosen then rejected (what TRL does); the model's own head reads the reward.
+- ``packed``: sequences laid end to end in rows as long as the longest one (first-fit decreasing), with position
+  ids restarting at each sequence and a block-diagonal attention mask, so almost nothing is spent on padding.
+- ``prefix_shared`` (causal LMs only): each pair is one segment ``[prompt | chosen | rejected]`` whose rejected
+  tokens see the prompt but not the chosen ones, with positions restarting after the prompt: the prompt is computed
+  once for both responses. Exact for causal attention, where no prompt token sees what follows it.
+
+Every layout carries ``score_index``, the flat position (row × width + column) of each sequence's reward token.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +21,27 @@ from rewardlab.data.encode import EncodedPair
 
 @dataclass
 class PairBatch:
-    """A batch of b pairs as 2b right-padded sequences: the b chosen ones first, then the b rejected ones.
+    """A batch of b pairs, in one of the layouts above.
 
-    Shape notation: b = pairs, s = longest sequence in the batch.
+    Shape notation: b = pairs, r = rows, s = row width.
 
-    - ``input_ids``, ``attention_mask``: (2b, s)
-    - ``score_positions``: (2b,) index of the token each reward is read from
+    - ``input_ids``: (r, s); padded: r = 2b, the b chosen sequences first, then the b rejected ones
+    - ``attention_mask``: padded: (r, s) with 1 for real tokens; packed/prefix-shared: (r, 1, s, s) booleans, True
+      where a query token (dim 2) may attend to a key token (dim 3)
+    - ``position_ids``: (r, s) for packed/prefix-shared (restarting per sequence), None for padded
+    - ``score_index``: (2b,) flat index into the r·s tokens of each reward token, chosen rewards first
     - ``response_lengths``: (2b,) tokens in each response (for the length-bias diagnostic)
     - ``margin``: (b,) the rows' margins (0 where absent)
     - ``sources``: b strings
     """
 
     input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    score_positions: torch.Tensor
+    attention_mask: torch.Tensor | None
+    score_index: torch.Tensor
     response_lengths: torch.Tensor
     margin: torch.Tensor
     sources: list[str]
+    position_ids: torch.Tensor | None = None
 
     def to(self, device) -> "PairBatch":
         return PairBatch(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
@@ -35,6 +49,10 @@ class PairBatch:
     @property
     def pairs(self) -> int:
         return self.margin.shape[0]
+
+    @property
+    def layout(self) -> str:
+        return "padded" if self.position_ids is None else "packed"
 
 
 def _to(value, device):
@@ -74,11 +92,112 @@ class PadCollator:
         responses = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
         prompts = [p.prompt_ids for p in pairs] * 2
         input_ids, attention_mask = pad_sequences([a + b for a, b in zip(prompts, responses)], self.pad_token_id)
+        positions = score_positions(input_ids, self.pad_token_id, self.encoder)
         return PairBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            score_positions=score_positions(input_ids, self.pad_token_id, self.encoder),
+            score_index=torch.arange(len(positions)) * input_ids.shape[1] + positions,
             response_lengths=torch.tensor([len(r) for r in responses], dtype=torch.long),
             margin=torch.tensor([p.margin for p in pairs], dtype=torch.float),
             sources=[p.source for p in pairs],
         )
+
+
+def _reward_token(ids: list[int], offsets: list[int], pad_token_id: int | None, encoder: bool) -> int:
+    """Of a sequence's tokens ``ids`` (at row offsets ``offsets``), the offset of its reward token: the first for
+    encoders, else the rightmost that is not the pad token (the rule of :func:`score_positions`)."""
+    if encoder:
+        return offsets[0]
+    for token, offset in zip(reversed(ids), reversed(offsets)):
+        if token != pad_token_id:
+            return offset
+    return offsets[-1]
+
+
+class PackedCollator:
+    """Collate pairs into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only).
+
+    A unit (one sequence, or one shared-prompt pair) is a run of tokens split into parts: the prompt (part 0) and the
+    responses (parts 1, 2). A token attends to the tokens of its own unit that are in its part or the prompt, and,
+    for causal LMs, not after it. Units fill rows first-fit decreasing; rows are as wide as the longest unit.
+    """
+
+    def __init__(self, pad_token_id: int, encoder: bool, share_prompt: bool):
+        if share_prompt and encoder:
+            raise ValueError("prefix sharing needs causal attention: an encoder's prompt tokens would see the response")
+        self.pad_token_id, self.encoder, self.share_prompt = pad_token_id, encoder, share_prompt
+
+    def units(self, pairs: list[EncodedPair]) -> list[tuple[list[int], list[int], list[int]]]:
+        """(tokens, part of each token, position of each token) per unit."""
+        units = []
+        if self.share_prompt:
+            for p in pairs:
+                n, c, r = len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)
+                units.append((p.prompt_ids + p.chosen_ids + p.rejected_ids, [0] * n + [1] * c + [2] * r,
+                              list(range(n + c)) + list(range(n, n + r))))
+        else:
+            for response in ("chosen_ids", "rejected_ids"):
+                for p in pairs:
+                    ids = p.prompt_ids + getattr(p, response)
+                    units.append((ids, [1] * len(ids), list(range(len(ids)))))  # one part: all tokens see each other
+        return units
+
+    def __call__(self, pairs: list[EncodedPair]) -> PairBatch:
+        units = self.units(pairs)
+        width = max(len(u[0]) for u in units)
+        rows: list[list[int]] = []  # unit indices per row
+        room: list[int] = []
+        for i in sorted(range(len(units)), key=lambda i: -len(units[i][0])):
+            row = next((k for k, free in enumerate(room) if free >= len(units[i][0])), None)
+            if row is None:
+                rows.append([])
+                room.append(width)
+                row = len(rows) - 1
+            rows[row].append(i)
+            room[row] -= len(units[i][0])
+
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        unit_of = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
+        part_of = torch.zeros((len(rows), width), dtype=torch.long)
+        reward_tokens = {}  # (unit, response part) → flat index
+        for r, members in enumerate(rows):
+            start = 0
+            for u in members:
+                ids, parts, positions = units[u]
+                end = start + len(ids)
+                input_ids[r, start:end] = torch.tensor(ids)
+                position_ids[r, start:end] = torch.tensor(positions)
+                unit_of[r, start:end] = u
+                part_of[r, start:end] = torch.tensor(parts)
+                for part in {p for p in parts if p > 0}:
+                    seen = [k for k, p in enumerate(parts) if p in (0, part)]
+                    token = _reward_token([ids[k] for k in seen], [start + k for k in seen], self.pad_token_id,
+                                          self.encoder)
+                    reward_tokens[u, part] = r * width + token
+                start = end
+        if self.share_prompt:
+            index = [reward_tokens[u, 1] for u in range(len(pairs))] + [reward_tokens[u, 2] for u in range(len(pairs))]
+        else:
+            index = [reward_tokens[u, 1] for u in range(len(units))]
+        return PairBatch(
+            input_ids=input_ids,
+            attention_mask=self.mask(unit_of, part_of, position_ids),
+            score_index=torch.tensor(index, dtype=torch.long),
+            response_lengths=torch.tensor([len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]),
+            margin=torch.tensor([p.margin for p in pairs], dtype=torch.float),
+            sources=[p.source for p in pairs],
+            position_ids=position_ids,
+        )
+
+    def mask(self, unit_of: torch.Tensor, part_of: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """(r, 1, s, s) booleans: same unit, key in the prompt or the query's own part, and (causal) not later."""
+        q_unit, k_unit = unit_of[:, :, None], unit_of[:, None, :]
+        q_part, k_part = part_of[:, :, None], part_of[:, None, :]
+        allowed = (q_unit == k_unit) & (q_unit >= 0) & ((k_part == 0) | (k_part == q_part))
+        if not self.encoder:
+            column = torch.arange(unit_of.shape[1])
+            allowed &= column[None, None, :] <= column[None, :, None]
+        # Padding attends to itself only, so no row of the attention is empty.
+        allowed |= torch.eye(unit_of.shape[1], dtype=torch.bool)[None] & (q_unit < 0)
+        return allowed[:, None]

@@ -18,6 +18,8 @@ class Task(Protocol):
     train_data: Sequence
     eval_data: Sequence
     collate: Callable  # list of examples → batch (an object with `.to(device)`)
+    # Optional attribute `sampler`: a torch Sampler with `set_epoch` for the training order; without it, a seeded
+    # shuffle.
     main_metric: str  # the metric the progress line and comparisons report
 
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

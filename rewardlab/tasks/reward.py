@@ -8,12 +8,13 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 
 from rewardlab.backbones import Backbone, load_backbone, trainable_parameters
-from rewardlab.config import Recipe, to_dict
-from rewardlab.data.collate import PadCollator
+from rewardlab.config import Recipe, RecipeError, to_dict
+from rewardlab.data.collate import PackedCollator, PadCollator
+from rewardlab.data.sampling import LengthGroupedSampler
 from rewardlab.data.encode import EncodedPair, PairEncoder
 from rewardlab.data.formats import read_pairs
 from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
-from rewardlab.heads import pair_rewards
+from rewardlab.heads import RewardScorer, pair_rewards
 from rewardlab.objectives import BradleyTerryLoss
 from rewardlab.save import save_reward_model
 
@@ -42,6 +43,23 @@ def load_pairs(recipe: Recipe, backbone: Backbone, log) -> tuple[list[EncodedPai
     return splits[0], splits[1]
 
 
+def resolve_layout(layout: str, encoder: bool) -> str:
+    """``auto`` → prefix sharing for causal LMs (exact there), packing for encoders (whose prompt tokens see the
+    response, so they cannot share a prompt)."""
+    if layout == "prefix_shared" and encoder:
+        raise RecipeError("recipe key 'layout': prefix_shared needs a causal LM; this backbone is an encoder "
+                          "(choose one of: auto, padded, packed)")
+    if layout == "auto":
+        return "packed" if encoder else "prefix_shared"
+    return layout
+
+
+def make_collator(layout: str, pad_token_id: int, encoder: bool):
+    if layout == "padded":
+        return PadCollator(pad_token_id, encoder)
+    return PackedCollator(pad_token_id, encoder, share_prompt=layout == "prefix_shared")
+
+
 class RewardTask:
     """Bradley–Terry reward model on chosen/rejected pairs."""
 
@@ -50,13 +68,18 @@ class RewardTask:
     def __init__(self, recipe: Recipe, log):
         self.recipe = recipe
         self.backbone = load_backbone(recipe.model, recipe.seed)
-        self.model = self.backbone.model
+        self.model = RewardScorer(self.backbone.model)
         trainable, total = trainable_parameters(self.model)
         log(f"model {recipe.model.name}: {trainable:,} of {total:,} parameters trained "
             f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}), "
             f"{'encoder (reward at first token)' if self.backbone.encoder else 'causal LM (reward at last real token)'}")
         self.train_data, self.eval_data = load_pairs(recipe, self.backbone, log)
-        self.collate = PadCollator(self.backbone.tokenizer.pad_token_id, self.backbone.encoder)
+        self.layout = resolve_layout(recipe.layout, self.backbone.encoder)
+        log(f"layout: {self.layout}" + (" (auto)" if recipe.layout == "auto" else "")
+            + (", pairs grouped by length" if recipe.group_by_length else ""))
+        self.collate = make_collator(self.layout, self.backbone.tokenizer.pad_token_id, self.backbone.encoder)
+        self.sampler = (LengthGroupedSampler([p.length for p in self.train_data], recipe.batch_size, recipe.seed)
+                        if recipe.group_by_length else None)
         self.loss_fn = BradleyTerryLoss(recipe.loss.label_smoothing, recipe.loss.center_coefficient)
         self.rewards: tuple[list[float], list[float]] = ([], [])
 
@@ -78,11 +101,11 @@ class RewardTask:
     def format(self, name: str, metrics: dict) -> str:
         return format_metrics(name, metrics)
 
-    def save(self, model, output_dir: Path, info: dict) -> None:
+    def save(self, model: RewardScorer, output_dir: Path, info: dict) -> None:
         metrics = info["metrics"]
         info = {"reward_mean": metrics["reward_mean"], "reward_std": metrics["reward_std"],
                 "max_length": self.recipe.max_length, "encoder": self.backbone.encoder, **info}
-        save_reward_model(model, self.backbone.tokenizer, output_dir, to_dict(self.recipe), info,
+        save_reward_model(model.model, self.backbone.tokenizer, output_dir, to_dict(self.recipe), info,
                           self.recipe.save_adapter_only)
         if self.recipe.plots:
             plot_rewards(*self.rewards, self.eval_data or self.train_data[: len(self.rewards[0])],

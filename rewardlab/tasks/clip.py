@@ -1,0 +1,279 @@
+"""CLIP and SigLIP: an image tower and a text backbone, each with a linear projection into one embedding space,
+trained on image–caption pairs; evaluated by zero-shot classification from text prompts and by retrieval.
+
+The model returns a dict whose keys are exactly its loss's arguments (open_clip's convention), so
+``loss_fn(**model(**batch.inputs()))`` serves both objectives. The learnable logit scale (and SigLIP's bias) live
+in the model, where the optimizer finds them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from rewardlab.backbones import TINY_BACKBONES, disable_dropout, tiny_config, tiny_tokenizer, trainable_parameters
+from rewardlab.config import Recipe, RecipeError, build, to_dict
+from rewardlab.data.images import PROMPT_TEMPLATES, ImageCaption, ImageTextCollator, read_image_captions
+from rewardlab.objectives import ClipLoss, SigLipLoss
+from rewardlab.offline import resolve_offline
+from rewardlab.save import INFO_FILE
+from rewardlab.vision import build_image_tower
+
+MAX_LOGIT_SCALE = 100.0  # CLIP clips the learned scale here, so the softmax cannot become arbitrarily sharp
+RECALL_AT = (1, 5, 10)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(b, s, h) hidden states of right-padded rows → (b, h): the first token, the mean of real tokens, or the last
+    real token."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        mask = attention_mask[..., None].to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), attention_mask.sum(1) - 1]
+
+
+class TwoTower(nn.Module):
+    """Image tower + text backbone, each followed by a bias-free linear projection to ``embed_dim``, with the
+    learnable log logit scale (and, for SigLIP, the logit bias).
+
+    Shape notation: b = pairs, s = caption tokens, d = ``embed_dim``.
+    """
+
+    def __init__(self, image_tower: nn.Module, text_model: nn.Module, embed_dim: int, pooling: str,
+                 init_scale: float, init_bias: float | None = None):
+        super().__init__()
+        if getattr(text_model, "pooler", None) is not None:
+            text_model.pooler = None  # BERT's pooler is never used: text features are pooled here
+        self.image_tower, self.text_model, self.pooling = image_tower, text_model, pooling
+        self.image_projection = nn.Linear(image_tower.width, embed_dim, bias=False)
+        self.text_projection = nn.Linear(text_model.config.hidden_size, embed_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(init_bias)) if init_bias is not None else None
+        self.frozen: set[str] = set()
+
+    def freeze(self, image: bool, text: bool) -> None:
+        """Lock a tower (LiT): no gradients, and batch-norm/dropout kept in eval mode; its projection still trains."""
+        for name, frozen in (("image_tower", image), ("text_model", text)):
+            if frozen:
+                getattr(self, name).requires_grad_(False)
+                self.frozen.add(name)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "TwoTower":
+        super().train(mode)
+        for name in self.frozen:
+            getattr(self, name).eval()
+        return self
+
+    def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(b, 3, h, w) in [0, 1] → (b, d), L2-normalised."""
+        return F.normalize(self.image_projection(self.image_tower(pixel_values)), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(b, s) right-padded token ids → (b, d), L2-normalised."""
+        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return F.normalize(self.text_projection(pool(hidden, attention_mask, self.pooling)), dim=-1)
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+        """The loss's arguments: ``image_features`` (b, d), ``text_features`` (b, d), ``logit_scale`` (exponentiated,
+        clamped at 100) and, with a bias, ``logit_bias``."""
+        out = {
+            "image_features": self.encode_image(pixel_values),
+            "text_features": self.encode_text(input_ids, attention_mask),
+            "logit_scale": self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE),
+        }
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
+
+
+def load_text_backbone(name: str):
+    """(AutoModel, tokenizer) for a text backbone name: ``tiny-*`` (random, built from a config), an offline name
+    (``minilm-l6``), a hub id or a folder."""
+    if name in TINY_BACKBONES:
+        tokenizer = tiny_tokenizer(encoder=name == "tiny-bert")
+        return AutoModel.from_config(tiny_config(name, len(tokenizer))), tokenizer
+    source = resolve_offline(name) or name
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModel.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def build_two_tower(recipe: Recipe, text_model: nn.Module, pretrained: bool = True) -> TwoTower:
+    clip = recipe.clip
+    return TwoTower(
+        build_image_tower(clip.image_tower, pretrained), text_model, clip.embed_dim, recipe.contrastive.pooling,
+        init_scale=1 / recipe.contrastive.temperature,
+        init_bias=clip.init_bias if recipe.objective == "siglip" else None,
+    )
+
+
+def cross_process_gather(recipe: Recipe):
+    """The gather (with gradients) that gives every process all processes' negatives, when the recipe asks for it
+    and the core provides one."""
+    if not recipe.contrastive.gather_across_processes:
+        return None
+    from rewardlab.objectives import core
+
+    return getattr(core, "gather_with_grad", None)
+
+
+class ClipTask:
+    """CLIP (``objective: clip``) or SigLIP (``objective: siglip``) on image–caption pairs."""
+
+    def __init__(self, recipe: Recipe, log):
+        if recipe.model.lora.r:
+            raise RecipeError("recipe key 'model.lora.r': CLIP/SigLIP train or freeze whole towers "
+                              "(clip.freeze_text_tower, clip.freeze_image_tower); set model.lora.r: 0")
+        self.recipe = recipe
+        torch.manual_seed(recipe.seed)  # the random parts: projections, tiny towers
+        text_model, self.tokenizer = load_text_backbone(recipe.model.name)
+        if not recipe.model.dropout:
+            disable_dropout(text_model)
+        if recipe.model.gradient_checkpointing:
+            text_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = build_two_tower(recipe, text_model)
+        self.model.freeze(recipe.clip.freeze_image_tower, recipe.clip.freeze_text_tower)
+        trainable, total = trainable_parameters(self.model)
+        log(f"{recipe.objective}: image tower {recipe.clip.image_tower}"
+            f"{' (frozen)' if recipe.clip.freeze_image_tower else ''}, text {recipe.model.name}"
+            f"{' (frozen)' if recipe.clip.freeze_text_tower else ''}, {recipe.clip.embed_dim}-d embeddings; "
+            f"{trainable:,} of {total:,} parameters trained")
+        size = recipe.clip.image_size
+        self.train_data = read_image_captions(recipe.train_data, size)
+        self.eval_data = read_image_captions(recipe.eval_data, size) if recipe.eval_data else []
+        log(f"{recipe.train_data}: {len(self.train_data)} pairs"
+            + (f"; {recipe.eval_data}: {len(self.eval_data)} pairs" if recipe.eval_data else ""))
+        labelled = all(p.label is not None for p in self.eval_data or self.train_data)
+        self.main_metric = "zero_shot_accuracy" if labelled else "i2t_recall@1"
+        self.collate = ImageTextCollator(self.tokenizer, size, recipe.max_length)
+        gather = cross_process_gather(recipe)
+        self.loss_fn = ClipLoss(gather) if recipe.objective == "clip" else SigLipLoss(gather)
+
+    def loss(self, model, batch):
+        out = model(**batch.inputs())
+        with torch.no_grad():  # in-batch image→text top-1, on this process's pairs
+            similarity = out["image_features"] @ out["text_features"].T
+            accuracy = (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
+        return self.loss_fn(**out), {"accuracy": accuracy, "logit_scale": out["logit_scale"].detach()}
+
+    def evaluate(self, accelerator: Accelerator, model, data: list[ImageCaption]) -> dict:
+        two_tower = accelerator.unwrap_model(model)
+        with accelerator.split_between_processes(data) as shard:
+            images, texts = embed_pairs(two_tower, shard, self.collate, self.eval_batch_size, accelerator.device)
+        images, texts = torch.cat(gather_object([images])), torch.cat(gather_object([texts]))
+        metrics = {"pairs": len(data), **retrieval_metrics(images, texts, [p.caption for p in data])}
+        if all(p.label is not None for p in data):
+            classes = sorted({p.label for p in data})
+            prompts = embed_prompts(two_tower, self.tokenizer, classes, accelerator.device)
+            metrics |= zero_shot_metrics(images, prompts, [classes.index(p.label) for p in data])
+        return metrics
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.recipe.micro_batch_size or self.recipe.batch_size
+
+    def format(self, name: str, metrics: dict) -> str:
+        lines = [f"{name}: {metrics['pairs']} pairs"]
+        if "zero_shot_accuracy" in metrics:
+            lines.append(f"  zero-shot accuracy    {metrics['zero_shot_accuracy']:.4f}  "
+                         f"({metrics['zero_shot_classes']} classes, chance {1 / metrics['zero_shot_classes']:.4f})")
+        for direction, arrow in (("i2t", "image→text"), ("t2i", "text→image")):
+            recalls = " / ".join(f"{metrics[f'{direction}_recall@{k}']:.4f}" for k in RECALL_AT)
+            lines.append(f"  {arrow} R@{'/'.join(map(str, RECALL_AT))}  {recalls}")
+        return "\n".join(lines)
+
+    def save(self, model, output_dir: Path, info: dict) -> None:
+        save_two_tower(model, self.tokenizer, output_dir, self.recipe, info)
+
+
+@torch.no_grad()
+def embed_pairs(model: TwoTower, pairs: list[ImageCaption], collate, batch_size: int, device):
+    """(images (n, d), texts (n, d)) embeddings of ``pairs``, on the CPU."""
+    was_training = model.training
+    model.eval()
+    images, texts = [], []
+    for start in range(0, len(pairs), batch_size):
+        batch = collate(pairs[start : start + batch_size]).to(device)
+        images.append(model.encode_image(batch.pixel_values).float().cpu())
+        texts.append(model.encode_text(batch.input_ids, batch.attention_mask).float().cpu())
+    model.train(was_training)
+    d = model.image_projection.out_features
+    return torch.cat(images) if images else torch.zeros(0, d), torch.cat(texts) if texts else torch.zeros(0, d)
+
+
+@torch.no_grad()
+def embed_prompts(model: TwoTower, tokenizer, classes: list[str], device) -> torch.Tensor:
+    """(c, d): each class's text embedding, the normalised mean over ``PROMPT_TEMPLATES``."""
+    was_training = model.training
+    model.eval()
+    prompts = [template.format(c) for c in classes for template in PROMPT_TEMPLATES]
+    tokens = tokenizer(prompts, padding=True, return_tensors="pt").to(device)
+    texts = model.encode_text(tokens["input_ids"], tokens["attention_mask"]).float().cpu()
+    model.train(was_training)
+    return F.normalize(texts.view(len(classes), len(PROMPT_TEMPLATES), -1).mean(1), dim=-1)
+
+
+def zero_shot_metrics(images: torch.Tensor, prompts: torch.Tensor, labels: list[int]) -> dict:
+    """Each image is given the class whose prompt embedding is closest: accuracy over (n, d) images, (c, d) class
+    prompts and n class indices."""
+    predicted = (images @ prompts.T).argmax(1)
+    return {"zero_shot_accuracy": (predicted == torch.tensor(labels)).float().mean().item(),
+            "zero_shot_classes": len(prompts)}
+
+
+def retrieval_metrics(images: torch.Tensor, texts: torch.Tensor, captions: list[str]) -> dict:
+    """Image→text and text→image recall@k: the share of queries whose top k contain their pair.
+
+    A candidate with the same caption as the pair counts as the pair: identical captions have identical
+    embeddings, so which of them ranks first is arbitrary (generated data repeats captions).
+    """
+    group = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    ids = torch.tensor([group[c] for c in captions])
+    similarity = images @ texts.T
+    metrics = {}
+    for direction, scores in (("i2t", similarity), ("t2i", similarity.T)):
+        ranked = scores.topk(min(max(RECALL_AT), scores.shape[1]), dim=1).indices
+        hits = ids[ranked] == ids[:, None]
+        for k in RECALL_AT:
+            metrics[f"{direction}_recall@{k}"] = hits[:, :k].any(1).float().mean().item()
+    return metrics
+
+
+def save_two_tower(model: TwoTower, tokenizer, output_dir: str | Path, recipe: Recipe, info: dict) -> Path:
+    """``model.safetensors`` (both towers, projections, scale, bias), ``text/`` (the text backbone's config and
+    tokenizer), ``recipe.yaml`` and ``rewardlab.json``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    model.text_model.config.save_pretrained(out / "text")
+    tokenizer.save_pretrained(out / "text")
+    (out / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+    info = {"objective": recipe.objective, "image_tower": recipe.clip.image_tower, "image_size": recipe.clip.image_size,
+            "embed_dim": recipe.clip.embed_dim, "prompt_templates": list(PROMPT_TEMPLATES), **info}
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def load_two_tower(model_dir: str | Path) -> tuple[TwoTower, object, Recipe]:
+    """(model in eval mode, tokenizer, recipe) of a folder written by :func:`save_two_tower`."""
+    folder = Path(model_dir)
+    recipe = build(Recipe, yaml.safe_load((folder / "recipe.yaml").read_text()))
+    text_model = AutoModel.from_config(AutoConfig.from_pretrained(folder / "text"))
+    model = build_two_tower(recipe, text_model, pretrained=False)
+    model.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    return model.eval(), AutoTokenizer.from_pretrained(folder / "text"), recipe

@@ -1,0 +1,322 @@
+"""SimCSE sentence embeddings: a backbone pooled into one vector per sentence, trained with the InfoNCE loss of
+:class:`~rewardlab.objectives.SimCSELoss`, evaluated by STS Spearman (:mod:`rewardlab.evaluate_sts`).
+
+- Unsupervised (``contrastive.supervised: false``): sentences from ``contrastive.sentence_column`` (one or several
+  columns of a .csv/.jsonl/... file, or the lines of a .txt file). Each sentence is in the batch twice; the two
+  copies differ only by their dropout masks, so dropout must be on (``model.dropout: true``).
+- Supervised: ``contrastive.pair_columns`` (anchor, positive), optionally ``contrastive.hard_negative_column``.
+
+The saved folder is a plain transformers ``AutoModel`` (LoRA merged) with its tokenizer, ``rewardlab.json``
+(pooling, maximum length) and the sentence-transformers module files, so ``SentenceTransformer(folder)`` loads it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from rewardlab.backbones import TINY_BACKBONES, disable_dropout, is_encoder, tiny_config, tiny_tokenizer
+from rewardlab.backbones import trainable_parameters
+from rewardlab.config import ModelSettings, Recipe, RecipeError, to_dict
+from rewardlab.data.formats import DataError, iter_rows
+from rewardlab.evaluate_sts import StsPair, cosine_similarities, format_sts, read_sts, sts_metrics, tokenize
+from rewardlab.objectives import SimCSELoss
+from rewardlab.offline import resolve_offline
+from rewardlab.save import INFO_FILE, load_info
+
+# Attention dropout given to backbones that have no dropout at all (Llama, Qwen, Mistral, ...) when
+# `model.dropout: true`: BERT's rate, the one the SimCSE paper uses.
+ATTENTION_DROPOUT = 0.1
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(n, s, d) hidden states of right-padded rows → (n, d): the first token (``cls``), the mean of the real tokens
+    (``mean``) or the last real token (``last``, for causal LMs)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        mask = attention_mask[..., None].to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    last = attention_mask.sum(1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class SentenceEncoder(nn.Module):
+    """A transformers ``AutoModel`` (possibly with LoRA) pooled into one embedding per sentence, plus — in training
+    mode only — SimCSE's MLP head (Linear + Tanh).
+
+    Shape notation: n = sentences, s = tokens, d = hidden size. ``forward(input_ids (n, s), attention_mask (n, s))``
+    → (n, d).
+    """
+
+    def __init__(self, backbone: nn.Module, pooling: str, mlp_head: bool = False):
+        super().__init__()
+        self.backbone, self.pooling = backbone, pooling
+        hidden = backbone.config.hidden_size
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh()) if mlp_head else None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = pool(hidden, attention_mask, self.pooling)
+        return self.head(pooled) if self.head is not None and self.training else pooled
+
+
+@dataclass
+class SentenceBatch:
+    """k columns of b examples as k·b right-padded rows, column after column: anchors, positives[, hard negatives].
+
+    Shape notation: b = examples, k = ``columns``, s = longest row. ``input_ids``, ``attention_mask``: (k·b, s).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    columns: int
+
+    def to(self, device) -> "SentenceBatch":
+        return SentenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.columns)
+
+
+class SentenceCollator:
+    """Examples (tuples of k texts) → :class:`SentenceBatch`. A single sentence is repeated (k = 2): both copies go
+    through the same forward pass, so they get different dropout masks."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, examples: list[tuple[str, ...]]) -> SentenceBatch:
+        columns = list(zip(*examples))
+        if len(columns) == 1:
+            columns = columns * 2
+        encoded = tokenize(self.tokenizer, [text for column in columns for text in column], self.max_length)
+        return SentenceBatch(encoded["input_ids"], encoded["attention_mask"], len(columns))
+
+
+def _text(row: dict, column: str, origin: str) -> str:
+    if column not in row:
+        close = difflib.get_close_matches(column, [str(k) for k in row], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise DataError(f"{origin}: missing column '{column}'{hint}; columns present: "
+                        f"{', '.join(map(str, row)) or 'none'}")
+    value = row[column]
+    if not isinstance(value, str):
+        raise DataError(f"{origin}: column '{column}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{origin}: column '{column}' is empty")
+    return value
+
+
+def read_sentences(source: str, columns: list[str], split: str = "train") -> tuple[list[tuple[str]], str]:
+    """Unsupervised examples: the distinct sentences of ``columns`` (or of a .txt file's lines), first occurrence
+    first — a repeated sentence would be its own negative. Returns (examples, a summary of what was read)."""
+    if source.endswith(".txt"):
+        if not Path(source).is_file():
+            raise DataError(f"{source}: no such file")
+        lines = Path(source).read_text(encoding="utf-8").splitlines()
+        texts = [line.strip() for line in lines if line.strip()]
+        rows = len(lines)
+    else:
+        texts, rows = [], 0
+        for row, origin in iter_rows(source, split):
+            rows += 1
+            texts.extend(_text(row, column, origin) for column in columns)
+    distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        raise DataError(f"{source}: no sentences")
+    return [(t,) for t in distinct], f"{len(distinct)} distinct sentences from {rows} rows ({len(texts)} in all)"
+
+
+def read_sentence_pairs(source: str, columns: list[str], hard_negative: str | None, min_score: float | None,
+                        split: str = "train") -> tuple[list[tuple[str, ...]], str]:
+    """Supervised examples: (anchor, positive[, hard negative]) per row, keeping only rows whose ``score`` is at
+    least ``min_score`` when it is set. Returns (examples, a summary of what was read)."""
+    examples, rows = [], 0
+    for row, origin in iter_rows(source, split):
+        rows += 1
+        if min_score is not None:
+            try:
+                score = float(row.get("score"))
+            except (TypeError, ValueError):
+                raise DataError(f"{origin}: contrastive.min_pair_score needs a numeric 'score' column, got "
+                                f"{row.get('score')!r}") from None
+            if not score >= min_score:
+                continue
+        texts = [_text(row, c, origin) for c in columns + ([hard_negative] if hard_negative else [])]
+        examples.append(tuple(texts))
+    if not examples:
+        raise DataError(f"{source}: no sentence pairs" + (f" with score >= {min_score}" if min_score is not None else ""))
+    kept = f" with score >= {min_score}" if min_score is not None else ""
+    return examples, f"{len(examples)} pairs{kept} from {rows} rows" + (" with hard negatives" if hard_negative else "")
+
+
+def load_backbone_model(settings: ModelSettings, seed: int = 0):
+    """(AutoModel, tokenizer, encoder?) for ``settings.name``, with dropout on or off as asked, gradient
+    checkpointing and LoRA (peft, feature extraction) applied."""
+    if settings.name in TINY_BACKBONES:
+        tokenizer = tiny_tokenizer(encoder=settings.name == "tiny-bert")
+        config, source = tiny_config(settings.name, len(tokenizer)), None
+    else:
+        source = resolve_offline(settings.name) or settings.name
+        tokenizer, config = AutoTokenizer.from_pretrained(source), AutoConfig.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(seed)  # the tiny backbones' weights
+    model = AutoModel.from_config(config) if source is None else AutoModel.from_pretrained(source)
+    if not settings.dropout:
+        disable_dropout(model)
+    elif not has_dropout(model):
+        # Set on the modules, not the config, so the saved config (and a reward model trained from it) has none.
+        for module in model.modules():
+            if isinstance(getattr(module, "attention_dropout", None), float):
+                module.attention_dropout = ATTENTION_DROPOUT
+    pooler = getattr(model, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)  # BERT's pooler is not used (pooling happens here): kept as it is, untrained
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.lora.r > 0:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora = settings.lora
+        model = get_peft_model(model, LoraConfig(
+            task_type=TaskType.FEATURE_EXTRACTION, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=lora.target_modules, exclude_modules=["pooler.dense"] if pooler is not None else None,
+        ))
+    return model, tokenizer, is_encoder(config)
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """Whether anything in ``model`` drops activations in training mode (dropout modules, or the attention
+    probability that Llama-style attention modules keep as a float)."""
+    return any((isinstance(m, nn.Dropout) and m.p > 0)
+               or (isinstance(getattr(m, "attention_dropout", None), float) and m.attention_dropout > 0)
+               for m in model.modules())
+
+
+def load_sentence_encoder(name: str, pooling: str | None = None):
+    """(SentenceEncoder in eval mode, tokenizer, rewardlab info) for a saved SimCSE folder or any other model (an
+    offline name, hub id or folder). Pooling: ``pooling``, else the saved one, else the sentence-transformers pooling
+    of the folder, else ``mean`` for encoders and ``last`` for causal LMs."""
+    source = resolve_offline(name) or name
+    info, tokenizer = load_info(source), AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModel.from_pretrained(source)
+    pooling = pooling or info.get("pooling") or _sentence_transformers_pooling(source)
+    pooling = pooling or ("mean" if is_encoder(model.config) else "last")
+    return SentenceEncoder(model, pooling).eval(), tokenizer, info
+
+
+ST_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
+
+
+def _sentence_transformers_pooling(source) -> str | None:
+    path = Path(source, "1_Pooling", "config.json")
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    return next((name for name, key in ST_POOLING_KEYS.items() if config.get(key)), None)
+
+
+def save_sentence_encoder(encoder: SentenceEncoder, tokenizer, output_dir: Path, recipe: dict, info: dict) -> None:
+    """The backbone (LoRA merged, MLP head dropped) as an ``AutoModel`` folder with its tokenizer, ``recipe.yaml``,
+    ``rewardlab.json`` and the sentence-transformers module files (Transformer → Pooling)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = encoder.backbone
+    if hasattr(backbone, "merge_and_unload"):
+        backbone = backbone.merge_and_unload()
+    backbone.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": info["max_length"]}) + "\n")
+    pooling = {"word_embedding_dimension": backbone.config.hidden_size,
+               **{key: name == encoder.pooling for name, key in ST_POOLING_KEYS.items()}}
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
+
+
+class SimCSETask:
+    """Unsupervised or supervised SimCSE; the main metric is STS Spearman on ``eval_data``."""
+
+    main_metric = "spearman"
+
+    def __init__(self, recipe: Recipe, log):
+        settings = recipe.contrastive
+        self.recipe = recipe
+        if not settings.supervised and not recipe.model.dropout:
+            raise RecipeError("unsupervised SimCSE needs dropout (a sentence's two copies differ only by their "
+                              "dropout masks): set model.dropout: true, or contrastive.supervised: true for pairs")
+        if settings.supervised and len(settings.pair_columns) != 2:
+            raise RecipeError(f"recipe key 'contrastive.pair_columns' must name 2 columns (anchor, positive), got "
+                              f"{settings.pair_columns}")
+        backbone, self.tokenizer, self.encoder = load_backbone_model(recipe.model, recipe.seed)
+        if not settings.supervised and not has_dropout(backbone):
+            raise RecipeError(f"unsupervised SimCSE needs dropout, and {recipe.model.name} has none: its two views of "
+                              f"a sentence would be identical; use a backbone with dropout or supervised pairs")
+        torch.manual_seed(recipe.seed)  # the MLP head
+        self.model = SentenceEncoder(backbone, settings.pooling, settings.mlp_head)
+        trainable, total = trainable_parameters(self.model)
+        log(f"model {recipe.model.name}: {trainable:,} of {total:,} parameters trained "
+            f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}); "
+            f"{settings.pooling} pooling{', MLP head in training' if settings.mlp_head else ''}; "
+            f"{'supervised' if settings.supervised else 'unsupervised'} SimCSE, τ = {settings.temperature}")
+        if settings.supervised:
+            self.train_data, summary = read_sentence_pairs(recipe.train_data, settings.pair_columns,
+                                                           settings.hard_negative_column, settings.min_pair_score,
+                                                           recipe.train_split)
+        else:
+            columns = settings.sentence_column
+            self.train_data, summary = read_sentences(recipe.train_data, [columns] if isinstance(columns, str)
+                                                      else columns, recipe.train_split)
+        log(f"{recipe.train_data}: {summary}")
+        self.eval_data = read_sts(recipe.eval_data, recipe.eval_split) if recipe.eval_data else []
+        if self.eval_data:
+            log(f"{recipe.eval_data}: {len(self.eval_data)} STS pairs")
+        self.collate = SentenceCollator(self.tokenizer, recipe.max_length)
+        self.loss_fn = SimCSELoss(settings.temperature, settings.gather_across_processes)
+
+    def loss(self, model, batch: SentenceBatch):
+        embeddings = model(batch.input_ids, batch.attention_mask).chunk(batch.columns)
+        loss = self.loss_fn(*embeddings)
+        with torch.no_grad():  # in-batch top-1: each anchor's nearest positive on this process is its own
+            anchors, positives = (nn.functional.normalize(e, dim=-1) for e in embeddings[:2])
+            similarity = anchors @ positives.T
+            accuracy = (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
+        return loss, {"accuracy": accuracy}
+
+    def evaluate(self, accelerator: Accelerator, model, data: list) -> dict:
+        if not data or not isinstance(data[0], StsPair):  # no eval_data: training sentences have no scores
+            return {"pairs": 0, "spearman": math.nan, "pearson": math.nan}
+        encoder = accelerator.unwrap_model(model)
+        with accelerator.split_between_processes(data) as shard:
+            similarities = cosine_similarities(encoder, self.tokenizer, shard, self.recipe.max_length,
+                                               self.eval_batch_size, accelerator.device)
+        return sts_metrics(gather_object(similarities), data)
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.recipe.micro_batch_size or self.recipe.batch_size
+
+    def format(self, name: str, metrics: dict) -> str:
+        if not metrics["pairs"]:
+            return f"{name}: no STS evaluation (set eval_data to a sentence1,sentence2,score file)"
+        return format_sts(name, metrics)
+
+    def save(self, model: SentenceEncoder, output_dir: Path, info: dict) -> None:
+        info = {"objective": "simcse", "pooling": model.pooling, "max_length": self.recipe.max_length,
+                "encoder": self.encoder, **info}
+        save_sentence_encoder(model, self.tokenizer, output_dir, to_dict(self.recipe), info)

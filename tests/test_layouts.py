@@ -1,0 +1,84 @@
+"""Packed and prefix-shared batches give the rewards of the plain padded path (fp32, 1e-4)."""
+
+import copy
+
+import pytest
+import torch
+
+from conftest import synthetic_rows
+from rewardlab.data.collate import PackedCollator, PadCollator
+from rewardlab.data.encode import EncodeReport, PairEncoder
+from rewardlab.data.formats import PreferencePair
+from rewardlab.heads import RewardScorer
+
+
+def encoded_pairs(tiny, name, n=6):
+    backbone = tiny[name]
+    encoder = PairEncoder(backbone.tokenizer, backbone.encoder, max_length=128)
+    rows = synthetic_rows(n, seed=3)
+    # prompts and responses of different lengths, one response empty after the prompt (HH has such rows)
+    pairs = [PreferencePair(r["prompt"] * (1 + i % 3), r["chosen"], r["rejected"]) for i, r in enumerate(rows)]
+    pairs.append(PreferencePair("Tell me.", "", " no"))
+    return [encoder.encode_pair(p, EncodeReport()) for p in pairs]
+
+
+def scorer(tiny, name):
+    """The tiny model with its head scaled up, so rewards differ by more than the tolerance."""
+    model = copy.deepcopy(tiny[name].model).eval()
+    head = model.score if hasattr(model, "score") else model.classifier
+    head.weight.data *= 1000
+    return RewardScorer(model)
+
+
+def rewards(model, collator, pairs):
+    with torch.no_grad():
+        return model(collator(pairs))
+
+
+@pytest.mark.parametrize("name, share_prompt", [("tiny-llama", True), ("tiny-llama", False), ("tiny-gpt2", True),
+                                                ("tiny-gpt2", False), ("tiny-bert", False)])
+def test_layouts_equal_the_padded_path(tiny, name, share_prompt):
+    pairs = encoded_pairs(tiny, name)
+    pad_id, encoder = tiny[name].tokenizer.pad_token_id, tiny[name].encoder
+    model = scorer(tiny, name)
+    padded = rewards(model, PadCollator(pad_id, encoder), pairs)
+    packed = rewards(model, PackedCollator(pad_id, encoder, share_prompt), pairs)
+    assert padded.std() > 0.02  # the rewards differ between sequences, so equality means something
+    torch.testing.assert_close(packed, padded, atol=1e-4, rtol=0)
+
+
+def test_prefix_sharing_computes_the_prompt_once_and_restarts_positions(tiny):
+    """prompt 3 tokens, chosen 2, rejected 1: one row of 6, rejected positions restart at 3; the rejected token
+    sees the prompt but not the chosen tokens."""
+    from rewardlab.data.encode import EncodedPair
+
+    pair = EncodedPair(prompt_ids=[10, 11, 12], chosen_ids=[20, 21], rejected_ids=[30])
+    batch = PackedCollator(pad_token_id=0, encoder=False, share_prompt=True)([pair])
+    assert batch.input_ids.tolist() == [[10, 11, 12, 20, 21, 30]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4, 3]]
+    assert batch.attention_mask[0, 0, 5].tolist() == [True, True, True, False, False, True]
+    assert batch.attention_mask[0, 0, 4].tolist() == [True, True, True, True, True, False]
+    assert batch.score_index.tolist() == [4, 5]
+
+
+def test_length_grouped_batches_are_homogeneous_and_seeded():
+    from rewardlab.data.sampling import LengthGroupedSampler
+
+    lengths = [i % 97 for i in range(400)]
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=0, chunk_batches=50)
+    order = list(sampler)
+    assert sorted(order) == list(range(400)) and order == list(sampler)
+    spread = [max(lengths[i] for i in order[k:k + 8]) - min(lengths[i] for i in order[k:k + 8])
+              for k in range(0, 400, 8)]
+    assert sum(spread) / len(spread) < 10  # a plain shuffle spreads ~75 tokens within a batch
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_prefix_sharing_on_an_encoder_is_a_recipe_error(tmp_path):
+    from rewardlab.config import RecipeError
+    from rewardlab.tasks.reward import resolve_layout
+
+    assert resolve_layout("auto", encoder=True) == "packed" and resolve_layout("auto", encoder=False) == "prefix_shared"
+    with pytest.raises(RecipeError, match="prefix_shared needs a causal LM"):
+        resolve_layout("prefix_shared", encoder=True)
