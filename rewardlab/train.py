@@ -119,6 +119,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
 
     bar = tqdm(total=total_steps, initial=progress.step, disable=not accelerator.is_main_process, desc="train")
     started, recent = time.perf_counter(), []
+    step_started = started
     while progress.step < total_steps:
         loader.set_epoch(progress.epoch)
         batches = accelerator.skip_first_batches(loader, progress.batches_in_epoch) if progress.batches_in_epoch else loader
@@ -141,8 +142,11 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
                           for k in micro_stats[0]}
             micro_stats = []
             recent = (recent + [step_stats])[-50:]
-            accelerator.log({f"train/{k}": v for k, v in step_stats.items()} | {"train/lr": scheduler.get_last_lr()[0]},
+            now = time.perf_counter()
+            accelerator.log({f"train/{k}": v for k, v in step_stats.items()}
+                            | {"train/lr": scheduler.get_last_lr()[0], "train/step_seconds": now - step_started},
                             step=progress.step)
+            step_started = now
             bar.update(1)
             bar.set_postfix({k: f"{sum(r[k] for r in recent) / len(recent):.4f}" for k in step_stats})
             if recipe.eval_steps and progress.step % recipe.eval_steps == 0 and task.eval_data and progress.step < total_steps:
@@ -162,7 +166,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
 def finish(accelerator: Accelerator, recipe: Recipe, task, model, progress: Progress, elapsed: float) -> dict:
     """Final evaluation and the saved model."""
     measured_on = "eval" if task.eval_data else "train"
-    data = task.eval_data or task.train_data[:1000]
+    data = task.eval_data or task.train_data[:256]
     metrics = task.evaluate(accelerator, model, data)
     accelerator.log(_prefixed("eval/", metrics), step=progress.step)
     info = {"evaluated_on": measured_on, "steps": progress.step, "train_seconds": round(elapsed, 1), "metrics": metrics}

@@ -50,10 +50,6 @@ class PairBatch:
     def pairs(self) -> int:
         return self.margin.shape[0]
 
-    @property
-    def layout(self) -> str:
-        return "padded" if self.position_ids is None else "packed"
-
 
 def _to(value, device):
     return value.to(device) if isinstance(value, torch.Tensor) else value
