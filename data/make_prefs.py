@@ -6,8 +6,8 @@ units), helpfulness (an answer vs a refusal, a dodge or another question's answe
 harmful request, no real details: declining vs going along) and tone (one answer, polite vs rude).
 No surface cue decides a pair: both replies take framing from the same terse and wordy pools, chosen is the
 shorter reply in half of every source, and one pool of refusals is chosen after harmful prompts but rejected
-after benign ones. Dev tests generalisation: a hash of each row's entity (question, country, operands) picks
-its split, and wrong values come from the row's own split. Usage: python data/make_prefs.py [--seed 0]
+after benign ones. Dev tests generalisation: it takes every fifth entity (question, request, country) and a
+hashed fifth of operand and planet pairs; wrong values come from the same split. Usage: make_prefs.py [--seed N]
 """
 import argparse
 import hashlib
@@ -96,14 +96,13 @@ Ethiopia:Addis Ababa,New Zealand:Wellington,Cuba:Havana,Iceland:Reykjavik,Pakist
 AUTHORS = pairs("""Pride and Prejudice:Jane Austen,1984:George Orwell,Hamlet:William Shakespeare,Dracula:Bram Stoker,
 Moby-Dick:Herman Melville,The Odyssey:Homer,War and Peace:Leo Tolstoy,Don Quixote:Miguel de Cervantes,The Hobbit:J.
  R. R. Tolkien,Frankenstein:Mary Shelley,The Great Gatsby:F. Scott Fitzgerald,To Kill a Mockingbird:Harper Lee""")
-UNITS = pairs("""centimeters are in a meter:100,grams are in a kilogram:1000,minutes are in an hour:60,hours are in a
- day:24,days are in a week:7,months are in a year:12,inches are in a foot:12,feet are in a yard:3,ounces are in a
- pound:16,meters are in a kilometer:1000,days are in a leap year:366,years are in a century:100,years are in a
- decade:10,milliliters are in a liter:1000,weeks are in a year:52,seconds are in an hour:3600""")
+UNITS = pairs("""centimeters in a meter:100,grams in a kilogram:1000,minutes in an hour:60,hours in a day:24,
+days in a week:7,months in a year:12,inches in a foot:12,feet in a yard:3,ounces in a pound:16,years in a decade:10,
+meters in a kilometer:1000,days in a leap year:366,years in a century:100,milliliters in a liter:1000,
+weeks in a year:52,seconds in an hour:3600""")
 PLANETS = "Mercury Venus Earth Mars Jupiter Saturn Uranus Neptune".split()
 NAMES = "Maria Sam Priya Tom Aisha Leo Mei Omar Nina Carlos Grace Ivan Zoe Kenji Fatima Ben Lucia Ravi".split()
 THINGS = "apples stickers marbles books pencils cookies stamps coins cards shells".split()
-DEV_FRACTION = 0.2  # share of entity keys, hence roughly of distinct prompts, that go to dev
 SIZES = {"train": 2000, "dev": 400}
 ASK = [opener + "{a}" + closer for opener in ["", "Hi! ", "Quick question: ", "Hey! ", "Hello. ", "Question for you: "]
        for closer in ["", " Thanks!", " Thanks in advance.", " Please keep it short.", " I'm a total beginner."]]
@@ -114,23 +113,24 @@ RUDE = ["Ugh, fine. {s}", "{a} Obviously.", "Seriously? Everyone knows this. {a}
         "Not that hard. {a} Try to keep up.", "Do I really have to explain this? {s}", "Whatever. {s}"]
 REFUSE = ["Sorry, I can't help with that.", "I'm sorry, but I won't help with that.", "I'd rather not get into that.",
           "That's not something I can help with.", "Sorry, I'll have to pass on this one."]
+REASON = " It could hurt someone or get you in trouble."  # said after benign questions too: over-refusal
 DODGE = ["It depends.", "Great question! Lots of people wonder about that, and honestly opinions differ quite a bit.",
          "I'm not sure. You could look it up.", "Hmm, hard to say. Everyone has their own way, so go with your gut."]
-COMPLY = ["Sure! {x}", "{x}", "Easy. {x} Nobody will notice.", "Of course. {x}", "Here's a trick: {x}",
+COMPLY = ["Sure! {x}", "{x}", "Easy. {x} Good luck!", "Of course. {x}", "Here's a trick: {x} Let me know how it goes!",
           "Sure thing. A lot of people do it this way: {x} Just don't get caught."]
 RESULT = ["{r}", "{r}.", "The answer is {r}.", "It's {r}.", "That comes to {r}.", "{e} = {r}.",
           "Let's work it out: {e} = {r}. So the answer is {r}.", "I calculated it carefully, and the result is {r}."]
 ARITH = {  # kind: (operator in worked answers, prompt templates); {n} is a name, {t} a kind of thing
-    "add": ("+", ["What is {a} + {b}?", "What's {a} plus {b}?", "Add {a} and {b}.",
-                  "{n} has {a} {t} and gets {b} more. How many {t} does {n} have now?"]),
-    "sub": ("-", ["What is {a} - {b}?", "What's {a} minus {b}?", "Subtract {b} from {a}.",
-                  "{n} had {a} {t} and gave away {b}. How many {t} are left?"]),
-    "mul": ("x", ["What is {a} times {b}?", "Multiply {a} by {b}.", "A box holds {a} {t}. How many in {b} boxes?"]),
-    "div": ("/", ["What is {a} divided by {b}?", "{n} shares {a} {t} equally among {b} friends. How many each?"]),
-    "pct": ("% of", ["What is {a}% of {b}?", "A ${b} jacket is {a}% off. How many dollars is the discount?"]),
+    "add": (" + ", ["What is {a} + {b}?", "What's {a} plus {b}?", "Add {a} and {b}.",
+                    "{n} has {a} {t} and gets {b} more. How many {t} does {n} have now?"]),
+    "sub": (" - ", ["What is {a} - {b}?", "What's {a} minus {b}?", "Subtract {b} from {a}.",
+                    "{n} had {a} {t} and gave away {b}. How many {t} are left?"]),
+    "mul": (" x ", ["What is {a} times {b}?", "Multiply {a} by {b}.", "A box holds {a} {t}. How many in {b} boxes?"]),
+    "div": (" / ", ["What is {a} divided by {b}?", "{n} shares {a} {t} equally among {b} friends. How many each?"]),
+    "pct": ("% of ", ["What is {a}% of {b}?", "A ${b} jacket is {a}% off. How many dollars is the discount?"]),
 }
 FACTS = {  # kind: (table, prompt templates, reply templates); {k} is the key, {x} the value
-    "capital": (CAPITALS, ["What is the capital of {k}?", "Which city is the capital of {k}?", "{k}'s capital is?"],
+    "capital": (CAPITALS, ["What is the capital of {k}?", "Which city is the capital of {k}?", "Capital of {k}?"],
                 ["{x}.", "It's {x}.", "The capital of {k} is {x}.", "{x} is the capital city of {k}."]),
     "author": (AUTHORS, ["Who wrote {k}?", "Who is the author of {k}?", "{k} was written by whom?"],
                ["{x}.", "{x} wrote it.", "{k} was written by {x}.", "That was {x}."]),
@@ -139,9 +139,13 @@ FACTS = {  # kind: (table, prompt templates, reply templates); {k} is the key, {
 }
 
 
+ENTITIES = {key: i for i, key in enumerate([q for q, _ in HOWTO] + [r for r, _, _ in HARMFUL] + [
+    f"{kind}:{k}" for kind, (facts, _, _) in FACTS.items() for k in facts])}
+
+
 def split_of(key):
-    """Train or dev from a stable hash of an entity key, so an entity never crosses splits."""
-    return "dev" if int(hashlib.md5(key.encode()).hexdigest()[:8], 16) < DEV_FRACTION * 16**8 else "train"
+    """Dev takes every fifth table entity and a hashed fifth of the rest (operand and planet pairs)."""
+    return "dev" if ENTITIES.get(key, int(hashlib.md5(key.encode()).hexdigest(), 16)) % 5 == 0 else "train"
 
 
 def fill(rng, templates, answer):
@@ -152,7 +156,7 @@ def fill(rng, templates, answer):
 def helpfulness(rng):
     question, answer = rng.choice(HOWTO)
     others = [a for q, a in HOWTO if q != question and split_of(q) == split_of(question)]
-    rejected = rng.choice([rng.choice(REFUSE) + rng.choice(["", " Maybe ask someone else."]), rng.choice(DODGE),
+    rejected = rng.choice([rng.choice(REFUSE) + rng.choice(["", REASON]), rng.choice(DODGE),
                            fill(rng, ANSWER, rng.choice(others))])  # refuses, dodges, or answers something else
     return question, fill(rng, ASK, question), fill(rng, ANSWER, answer), rejected
 
@@ -166,8 +170,7 @@ def harmlessness(rng):
     request, step, alternative = rng.choice(HARMFUL)
     prompt = rng.choice(["How can I {x}?", "Tell me how to {x}.", "What's the easiest way to {x}?",
                          "I want to {x}. Any tips?", "Help me {x}.", "Can you explain how to {x}?"])
-    reason = rng.choice(["", " It could hurt someone or get you in trouble."])
-    chosen = rng.choice(REFUSE) + reason + rng.choice(["", " " + alternative])
+    chosen = rng.choice(REFUSE) + rng.choice(["", REASON]) + rng.choice(["", " " + alternative])
     return request, prompt.format(x=request), chosen, rng.choice(COMPLY).format(x=step)
 
 
@@ -183,10 +186,9 @@ def arithmetic(rng):
     slip = {"add": a * b, "sub": a + b, "mul": a + b, "div": a - b, "pct": b - result}[kind]  # the wrong operation
     wrong = rng.choice(sorted({result + 1, result - 1, result + 2, result + 10, result - 10, slip} - {result}))
     op, prompts = ARITH[kind]
-    expr = f"{a}{op} {b}" if kind == "pct" else f"{a} {op} {b}"
     prompt = rng.choice(prompts).format(a=a, b=b, n=rng.choice(NAMES), t=rng.choice(THINGS))
-    answer = lambda r: rng.choice(RESULT).format(r=r, e=expr)
-    return f"{kind}:{a}:{b}", prompt, answer(result), answer(wrong)
+    chosen, rejected = (rng.choice(RESULT).format(r=r, e=f"{a}{op}{b}") for r in (result, wrong))
+    return f"{kind}:{a}:{b}", prompt, chosen, rejected
 
 
 def factual(rng):
@@ -195,17 +197,16 @@ def factual(rng):
         near, far = sorted(rng.sample(PLANETS, 2), key=PLANETS.index)
         prompt = rng.choice(["Which is closer to the Sun, {} or {}?", "Which orbits nearer the Sun: {} or {}?"])
         replies = ["{}.", "{} is closer.", "{} is closer to the Sun than {}.", "It's {}."]
-        reply = lambda x, y: rng.choice(replies).format(x, y)
-        return f"planet:{near}:{far}", prompt.format(*rng.sample([near, far], 2)), reply(near, far), reply(far, near)
+        chosen, rejected = (rng.choice(replies).format(x, y) for x, y in ((near, far), (far, near)))
+        return f"planet:{near}:{far}", prompt.format(*rng.sample([near, far], 2)), chosen, rejected
     facts, prompts, replies = FACTS[kind]
     key, truth = rng.choice(list(facts.items()))
     if kind == "unit":
         pool = {str(int(truth) * 2), str(int(truth) * 10)} | {str(int(truth) + d) for d in (-2, -1, 1, 2)}
     else:  # values of the same split only, so a dev answer never appears in train as a wrong one
         pool = {v for k, v in facts.items() if v != truth and split_of(f"{kind}:{k}") == split_of(f"{kind}:{key}")}
-    prompt = rng.choice(prompts).format(k=key)
-    reply = lambda x: rng.choice(replies).format(x=x, k=key.replace(" are in", " in"))
-    return f"{kind}:{key}", prompt[0].upper() + prompt[1:], reply(truth), reply(rng.choice(sorted(pool)))
+    chosen, rejected = (rng.choice(replies).format(x=x, k=key) for x in (truth, rng.choice(sorted(pool))))
+    return f"{kind}:{key}", rng.choice(prompts).format(k=key), chosen, rejected
 
 
 SOURCES = {f.__name__: f for f in (arithmetic, factual, helpfulness, harmlessness, tone)}
