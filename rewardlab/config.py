@@ -145,6 +145,29 @@ class Recipe:
     plots: bool = False
 
 
+@dataclass
+class Comparison:
+    """``rewardlab compare``: train several recipes under the same overrides and set their results side by side."""
+
+    runs: list[str] = field(default_factory=list)  # recipe files, relative to the working directory
+    overrides: list[str] = field(default_factory=list)  # key=value applied to every run
+    output_dir: str = "runs/compare"
+
+
+def load_comparison(path: str | Path) -> Comparison:
+    """Read a comparison file (``runs:``, ``overrides:``, ``output_dir:``) and check that every run's recipe loads."""
+    path = Path(path)
+    try:
+        comparison = build(Comparison, yaml.safe_load(path.read_text()) or {})
+    except RecipeError as e:
+        raise RecipeError(f"{path}: {e}") from None
+    if not comparison.runs:
+        raise RecipeError(f"{path}: recipe key 'runs' must list at least one recipe file")
+    for run in comparison.runs:
+        load_recipe(run, comparison.overrides)
+    return comparison
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

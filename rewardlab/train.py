@@ -55,12 +55,13 @@ def make_accelerator(recipe: Recipe) -> tuple[Accelerator, int]:
             f"recipe key 'batch_size' ({recipe.batch_size}) must be a multiple of micro_batch_size ({micro}) × "
             f"processes ({processes})"
         )
-    trackers = {"jsonl": [JSONLinesTracker("metrics", recipe.output_dir)], "tensorboard": ["tensorboard"]}
+    trackers = {"jsonl": lambda: [JSONLinesTracker("metrics", recipe.output_dir)], "tensorboard": lambda: ["tensorboard"],
+                "none": lambda: None}
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=mixed_precision(recipe.precision),
         gradient_accumulation_steps=recipe.batch_size // (micro * processes),
-        log_with=trackers.get(recipe.tracker),
+        log_with=trackers[recipe.tracker](),
         project_dir=recipe.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=recipe.seed),
     )
@@ -169,7 +170,8 @@ def finish(accelerator: Accelerator, recipe: Recipe, task, model, progress: Prog
     data = task.eval_data or task.train_data[:256]
     metrics = task.evaluate(accelerator, model, data)
     accelerator.log(_prefixed("eval/", metrics), step=progress.step)
-    info = {"evaluated_on": measured_on, "steps": progress.step, "train_seconds": round(elapsed, 1), "metrics": metrics}
+    info = {"evaluated_on": measured_on, "steps": progress.step, "train_seconds": round(elapsed, 1),
+            "main_metric": task.main_metric, "metrics": metrics}
     if accelerator.is_main_process:
         out = Path(recipe.output_dir)
         task.save(accelerator.unwrap_model(model), out, info)

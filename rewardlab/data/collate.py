@@ -110,90 +110,110 @@ def _reward_token(ids: list[int], offsets: list[int], pad_token_id: int | None, 
     return offsets[-1]
 
 
-class PackedCollator:
-    """Collate pairs into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only).
+@dataclass
+class Unit:
+    """A run of tokens that share attention: a prompt (part 0) and responses (parts 1, 2, …), each response
+    positioned right after the prompt. A token sees the tokens of its unit in the prompt or in its own part."""
 
-    A unit (one sequence, or one shared-prompt pair) is a run of tokens split into parts: the prompt (part 0) and the
-    responses (parts 1, 2). A token attends to the tokens of its own unit that are in its part or the prompt, and,
-    for causal LMs, not after it. Units fill rows first-fit decreasing; rows are as wide as the longest unit.
-    """
+    ids: list[int]
+    parts: list[int]
+    positions: list[int]
+
+
+def shared_prompt_unit(prompt_ids: list[int], responses: list[list[int]]) -> Unit:
+    """``[prompt | response 1 | response 2 | …]``: every response sees the prompt and itself, not the others."""
+    ids, parts = list(prompt_ids), [0] * len(prompt_ids)
+    positions = list(range(len(prompt_ids)))
+    for k, response in enumerate(responses, 1):
+        ids += response
+        parts += [k] * len(response)
+        positions += range(len(prompt_ids), len(prompt_ids) + len(response))
+    return Unit(ids, parts, positions)
+
+
+@dataclass
+class Packed:
+    """Units laid into rows: ``input_ids`` and ``position_ids`` (r, s), ``attention_mask`` (r, 1, s, s) booleans,
+    and ``reward_index[(unit, part)]``, the flat index of the reward token of each response part."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    reward_index: dict[tuple[int, int], int]
+
+
+def pack(units: list[Unit], pad_token_id: int, encoder: bool, width: int | None = None) -> Packed:
+    """Lay units first-fit decreasing into rows of ``width`` tokens (default: the longest unit)."""
+    width = width or max(len(u.ids) for u in units)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(units)), key=lambda i: -len(units[i].ids)):
+        row = next((k for k, free in enumerate(room) if free >= len(units[i].ids)), None)
+        if row is None:
+            rows.append([])
+            room.append(width)
+            row = len(rows) - 1
+        rows[row].append(i)
+        room[row] -= len(units[i].ids)
+
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    unit_of = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
+    part_of = torch.zeros((len(rows), width), dtype=torch.long)
+    reward_index = {}
+    for r, members in enumerate(rows):
+        start = 0
+        for u in members:
+            unit = units[u]
+            end = start + len(unit.ids)
+            input_ids[r, start:end] = torch.tensor(unit.ids)
+            position_ids[r, start:end] = torch.tensor(unit.positions)
+            unit_of[r, start:end] = u
+            part_of[r, start:end] = torch.tensor(unit.parts)
+            for part in {p for p in unit.parts if p > 0}:
+                seen = [k for k, p in enumerate(unit.parts) if p in (0, part)]
+                token = _reward_token([unit.ids[k] for k in seen], [start + k for k in seen], pad_token_id, encoder)
+                reward_index[u, part] = r * width + token
+            start = end
+    return Packed(input_ids, position_ids, attention_mask(unit_of, part_of, encoder), reward_index)
+
+
+def attention_mask(unit_of: torch.Tensor, part_of: torch.Tensor, encoder: bool) -> torch.Tensor:
+    """(r, 1, s, s) booleans: same unit, key in the prompt or the query's own part, and (causal) not later."""
+    q_unit, k_unit = unit_of[:, :, None], unit_of[:, None, :]
+    q_part, k_part = part_of[:, :, None], part_of[:, None, :]
+    allowed = (q_unit == k_unit) & (q_unit >= 0) & ((k_part == 0) | (k_part == q_part))
+    if not encoder:
+        column = torch.arange(unit_of.shape[1])
+        allowed &= column[None, None, :] <= column[None, :, None]
+    # Padding attends to itself only, so no row of the attention is empty.
+    allowed |= torch.eye(unit_of.shape[1], dtype=torch.bool)[None] & (q_unit < 0)
+    return allowed[:, None]
+
+
+class PackedCollator:
+    """Collate pairs into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only)."""
 
     def __init__(self, pad_token_id: int, encoder: bool, share_prompt: bool):
         if share_prompt and encoder:
             raise ValueError("prefix sharing needs causal attention: an encoder's prompt tokens would see the response")
         self.pad_token_id, self.encoder, self.share_prompt = pad_token_id, encoder, share_prompt
 
-    def units(self, pairs: list[EncodedPair]) -> list[tuple[list[int], list[int], list[int]]]:
-        """(tokens, part of each token, position of each token) per unit."""
-        units = []
-        if self.share_prompt:
-            for p in pairs:
-                n, c, r = len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)
-                units.append((p.prompt_ids + p.chosen_ids + p.rejected_ids, [0] * n + [1] * c + [2] * r,
-                              list(range(n + c)) + list(range(n, n + r))))
-        else:
-            for response in ("chosen_ids", "rejected_ids"):
-                for p in pairs:
-                    ids = p.prompt_ids + getattr(p, response)
-                    units.append((ids, [1] * len(ids), list(range(len(ids)))))  # one part: all tokens see each other
-        return units
-
     def __call__(self, pairs: list[EncodedPair]) -> PairBatch:
-        units = self.units(pairs)
-        width = max(len(u[0]) for u in units)
-        rows: list[list[int]] = []  # unit indices per row
-        room: list[int] = []
-        for i in sorted(range(len(units)), key=lambda i: -len(units[i][0])):
-            row = next((k for k, free in enumerate(room) if free >= len(units[i][0])), None)
-            if row is None:
-                rows.append([])
-                room.append(width)
-                row = len(rows) - 1
-            rows[row].append(i)
-            room[row] -= len(units[i][0])
-
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        unit_of = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
-        part_of = torch.zeros((len(rows), width), dtype=torch.long)
-        reward_tokens = {}  # (unit, response part) → flat index
-        for r, members in enumerate(rows):
-            start = 0
-            for u in members:
-                ids, parts, positions = units[u]
-                end = start + len(ids)
-                input_ids[r, start:end] = torch.tensor(ids)
-                position_ids[r, start:end] = torch.tensor(positions)
-                unit_of[r, start:end] = u
-                part_of[r, start:end] = torch.tensor(parts)
-                for part in {p for p in parts if p > 0}:
-                    seen = [k for k, p in enumerate(parts) if p in (0, part)]
-                    token = _reward_token([ids[k] for k in seen], [start + k for k in seen], self.pad_token_id,
-                                          self.encoder)
-                    reward_tokens[u, part] = r * width + token
-                start = end
         if self.share_prompt:
-            index = [reward_tokens[u, 1] for u in range(len(pairs))] + [reward_tokens[u, 2] for u in range(len(pairs))]
-        else:
-            index = [reward_tokens[u, 1] for u in range(len(units))]
+            units = [shared_prompt_unit(p.prompt_ids, [p.chosen_ids, p.rejected_ids]) for p in pairs]
+            keys = [(u, 1) for u in range(len(pairs))] + [(u, 2) for u in range(len(pairs))]
+        else:  # one unit per sequence, chosen ones first; its single part sees all of it
+            units = [shared_prompt_unit([], [p.prompt_ids + getattr(p, response)])
+                     for response in ("chosen_ids", "rejected_ids") for p in pairs]
+            keys = [(u, 1) for u in range(len(units))]
+        packed = pack(units, self.pad_token_id, self.encoder)
         return PairBatch(
-            input_ids=input_ids,
-            attention_mask=self.mask(unit_of, part_of, position_ids),
-            score_index=torch.tensor(index, dtype=torch.long),
+            input_ids=packed.input_ids,
+            attention_mask=packed.attention_mask,
+            score_index=torch.tensor([packed.reward_index[k] for k in keys], dtype=torch.long),
             response_lengths=torch.tensor([len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]),
             margin=torch.tensor([p.margin for p in pairs], dtype=torch.float),
             sources=[p.source for p in pairs],
-            position_ids=position_ids,
+            position_ids=packed.position_ids,
         )
-
-    def mask(self, unit_of: torch.Tensor, part_of: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """(r, 1, s, s) booleans: same unit, key in the prompt or the query's own part, and (causal) not later."""
-        q_unit, k_unit = unit_of[:, :, None], unit_of[:, None, :]
-        q_part, k_part = part_of[:, :, None], part_of[:, None, :]
-        allowed = (q_unit == k_unit) & (q_unit >= 0) & ((k_part == 0) | (k_part == q_part))
-        if not self.encoder:
-            column = torch.arange(unit_of.shape[1])
-            allowed &= column[None, None, :] <= column[None, :, None]
-        # Padding attends to itself only, so no row of the attention is empty.
-        allowed |= torch.eye(unit_of.shape[1], dtype=torch.bool)[None] & (q_unit < 0)
-        return allowed[:, None]

@@ -1,5 +1,8 @@
 """Objectives: each builds a logits matrix and hands it to the shared core in :mod:`rewardlab.objectives.core`."""
 
 from rewardlab.objectives.bradley_terry import BradleyTerryLoss
+from rewardlab.objectives.simcse import SimCSELoss
+from rewardlab.objectives.clip import ClipLoss
+from rewardlab.objectives.siglip import SigLipLoss
 
-__all__ = ["BradleyTerryLoss"]
+__all__ = ["BradleyTerryLoss", "SimCSELoss", "ClipLoss", "SigLipLoss"]

@@ -25,6 +25,7 @@ from rewardlab.backbones import TINY_BACKBONES, disable_dropout, tiny_config, ti
 from rewardlab.config import Recipe, RecipeError, build, to_dict
 from rewardlab.data.images import PROMPT_TEMPLATES, ImageCaption, ImageTextCollator, read_image_captions
 from rewardlab.objectives import ClipLoss, SigLipLoss
+from rewardlab.objectives.core import gather_with_grad
 from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE
 from rewardlab.vision import build_image_tower
@@ -122,16 +123,6 @@ def build_two_tower(recipe: Recipe, text_model: nn.Module, pretrained: bool = Tr
     )
 
 
-def cross_process_gather(recipe: Recipe):
-    """The gather (with gradients) that gives every process all processes' negatives, when the recipe asks for it
-    and the core provides one."""
-    if not recipe.contrastive.gather_across_processes:
-        return None
-    from rewardlab.objectives import core
-
-    return getattr(core, "gather_with_grad", None)
-
-
 class ClipTask:
     """CLIP (``objective: clip``) or SigLIP (``objective: siglip``) on image–caption pairs."""
 
@@ -161,7 +152,9 @@ class ClipTask:
         labelled = all(p.label is not None for p in self.eval_data or self.train_data)
         self.main_metric = "zero_shot_accuracy" if labelled else "i2t_recall@1"
         self.collate = ImageTextCollator(self.tokenizer, size, recipe.max_length)
-        gather = cross_process_gather(recipe)
+        # Every process scores the whole gathered batch; gather_with_grad's backward makes DDP's averaged gradient
+        # that of the global batch on one process.
+        gather = gather_with_grad if recipe.contrastive.gather_across_processes else None
         self.loss_fn = ClipLoss(gather) if recipe.objective == "clip" else SigLipLoss(gather)
 
     def loss(self, model, batch):

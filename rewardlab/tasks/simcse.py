@@ -25,8 +25,14 @@ from accelerate.utils import gather_object
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from rewardlab.backbones import TINY_BACKBONES, disable_dropout, is_encoder, tiny_config, tiny_tokenizer
-from rewardlab.backbones import trainable_parameters
+from rewardlab.backbones import (
+    TINY_BACKBONES,
+    disable_dropout,
+    is_encoder,
+    tiny_config,
+    tiny_tokenizer,
+    trainable_parameters,
+)
 from rewardlab.config import ModelSettings, Recipe, RecipeError, to_dict
 from rewardlab.data.formats import DataError, iter_rows
 from rewardlab.evaluate_sts import StsPair, cosine_similarities, format_sts, read_sts, sts_metrics, tokenize
@@ -37,6 +43,10 @@ from rewardlab.save import INFO_FILE, load_info
 # Attention dropout given to backbones that have no dropout at all (Llama, Qwen, Mistral, ...) when
 # `model.dropout: true`: BERT's rate, the one the SimCSE paper uses.
 ATTENTION_DROPOUT = 0.1
+# sentence-transformers' Pooling config keys for rewardlab's poolings.
+ST_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"
+}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -152,9 +162,9 @@ def read_sentence_pairs(source: str, columns: list[str], hard_negative: str | No
                 continue
         texts = [_text(row, c, origin) for c in columns + ([hard_negative] if hard_negative else [])]
         examples.append(tuple(texts))
-    if not examples:
-        raise DataError(f"{source}: no sentence pairs" + (f" with score >= {min_score}" if min_score is not None else ""))
     kept = f" with score >= {min_score}" if min_score is not None else ""
+    if not examples:
+        raise DataError(f"{source}: no sentence pairs{kept}")
     return examples, f"{len(examples)} pairs{kept} from {rows} rows" + (" with hard negatives" if hard_negative else "")
 
 
@@ -216,9 +226,6 @@ def load_sentence_encoder(name: str, pooling: str | None = None):
     return SentenceEncoder(model, pooling).eval(), tokenizer, info
 
 
-ST_POOLING_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
-
-
 def _sentence_transformers_pooling(source) -> str | None:
     path = Path(source, "1_Pooling", "config.json")
     if not path.is_file():
@@ -264,11 +271,16 @@ class SimCSETask:
             raise RecipeError(f"recipe key 'contrastive.pair_columns' must name 2 columns (anchor, positive), got "
                               f"{settings.pair_columns}")
         backbone, self.tokenizer, self.encoder = load_backbone_model(recipe.model, recipe.seed)
+        if settings.pooling == "cls" and not self.encoder:
+            raise RecipeError(f"recipe key 'contrastive.pooling': cls reads the first token, which in a causal LM "
+                              f"({recipe.model.name}) sees nothing after it; choose mean or last")
         if not settings.supervised and not has_dropout(backbone):
             raise RecipeError(f"unsupervised SimCSE needs dropout, and {recipe.model.name} has none: its two views of "
                               f"a sentence would be identical; use a backbone with dropout or supervised pairs")
         torch.manual_seed(recipe.seed)  # the MLP head
-        self.model = SentenceEncoder(backbone, settings.pooling, settings.mlp_head)
+        # Training mode throughout: from_pretrained returns the backbone in eval mode, where dropout (the two views
+        # of unsupervised SimCSE) and the MLP head would be off.
+        self.model = SentenceEncoder(backbone, settings.pooling, settings.mlp_head).train()
         trainable, total = trainable_parameters(self.model)
         log(f"model {recipe.model.name}: {trainable:,} of {total:,} parameters trained "
             f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}); "

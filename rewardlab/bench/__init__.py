@@ -1,0 +1,1 @@
+"""Benchmarks that compare rewardlab with other reward-model trainers."""

@@ -1,0 +1,196 @@
+"""The HTTP server over :class:`~rewardlab.scoring.RewardModel`: ``rewardlab serve MODEL``.
+
+- ``POST /score`` ``{"prompts": [...], "responses": [...]}`` → ``{"rewards": [...]}``; prompts and responses are
+  strings or lists of ``{role, content}`` messages (as :meth:`RewardModel.score` takes them); an optional
+  ``"normalize": true/false`` overrides the server's default.
+- ``POST /get_reward`` ``{"query": [...]}`` → ``{"rewards": [...]}``: the remote reward-model protocol of OpenRLHF
+  (``--remote_rm_url http://HOST:PORT/get_reward``); each query is a whole text, prompt and response joined.
+- ``GET /health`` → ``{"status": "ok", ...}`` (no key needed).
+
+Requests that arrive while the model is busy are merged: one worker takes everything queued, and
+:meth:`RewardModel.score_ids` sorts it by length and cuts it into token-budget batches, so 64 clients sending one
+item each cost a handful of forward passes, not 64. The forward passes run in a thread, so the event loop keeps
+accepting requests meanwhile; each request awaits only its own results.
+
+Bad requests get a 4xx and a message (``{"detail": ...}``), never a 500: 400 malformed JSON; 401 a missing or wrong
+key when the server has one (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``); 413 a body over
+``max_body_bytes`` or more than ``max_items`` items; 422 wrong types, unknown keys, empty lists, length mismatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rewardlab.scoring import RewardModel, ScoringError
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # chat templates may read more keys than role and content
+    role: str
+    content: str
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompts: list[str | list[Message]] = Field(min_length=1)
+    responses: list[str | list[Message]] = Field(min_length=1)
+    normalize: bool | None = None
+
+    @model_validator(mode="after")
+    def same_length(self):
+        if len(self.prompts) != len(self.responses):
+            raise ValueError(f"{len(self.prompts)} prompts but {len(self.responses)} responses; give one prompt per response")
+        return self
+
+
+class RewardRequest(BaseModel):
+    """OpenRLHF's body. Newer OpenRLHF versions also send ``prompts`` and ``labels``; they are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: list[str] = Field(min_length=1)
+
+
+class Batcher:
+    """One worker that scores queued requests; with ``merge`` it takes all the requests waiting at once."""
+
+    def __init__(self, reward_model: RewardModel, merge: bool = True):
+        self.reward_model, self.merge = reward_model, merge
+        self._loop = self._queue = self._worker = None
+
+    async def score(self, sequences: list[list[int]]) -> list[float]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # the first request (started lazily, so that any ASGI runner works)
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run())
+        future = loop.create_future()
+        self._queue.put_nowait((sequences, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            jobs = [await self._queue.get()]
+            while self.merge and not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+            sequences = [s for job, _ in jobs for s in job]
+            try:
+                rewards = await asyncio.to_thread(self.reward_model.score_ids, sequences)
+            except Exception as e:
+                for _, future in jobs:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            start = 0
+            for job, future in jobs:
+                if not future.done():  # a client that went away has a cancelled future
+                    future.set_result(rewards[start : start + len(job)])
+                start += len(job)
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+
+
+def create_app(reward_model: RewardModel, api_key: str | None = None, max_items: int = 4096,
+               max_body_bytes: int = 16 * 2**20, merge: bool = True, normalize: bool = False) -> FastAPI:
+    """The FastAPI app; ``merge=False`` gives every request its own forward passes (for comparison)."""
+    if normalize:
+        reward_model.normalize([])  # fail at start-up, not at the first request, when there are no statistics
+    batcher = Batcher(reward_model, merge)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        batcher.close()
+
+    app = FastAPI(title="rewardlab", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, status_code=500)
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("x-api-key")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if given is None and scheme.lower() == "bearer":
+            given = token.strip()
+        if given is None or not secrets.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    async def read(request: Request, body_type: type[BaseModel]):
+        too_large = HTTPException(413, f"request body over {max_body_bytes} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body_bytes:
+                raise too_large
+        try:
+            return body_type.model_validate_json(bytes(body))
+        except ValidationError as e:
+            raise HTTPException(*describe(e)) from None
+
+    def check_items(n: int) -> None:
+        if n > max_items:
+            raise HTTPException(413, f"{n} items in one request; at most {max_items}")
+
+    async def rewards_of(encode, items, normalize_now: bool) -> dict:
+        try:
+            sequences = [encode(*item) for item in items]
+            if normalize_now:
+                reward_model.normalize([])  # the statistics exist
+        except ScoringError as e:
+            raise HTTPException(422, str(e)) from None
+        rewards = await batcher.score(sequences)
+        return {"rewards": reward_model.normalize(rewards) if normalize_now else rewards}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": reward_model.name, "max_length": reward_model.max_length,
+                "token_budget": reward_model.token_budget, "merge": merge}
+
+    @app.post("/score", dependencies=[Depends(authorize)])
+    async def score(request: Request):
+        body = await read(request, ScoreRequest)
+        check_items(len(body.prompts))
+        items = [(plain(p), plain(r)) for p, r in zip(body.prompts, body.responses)]
+        return await rewards_of(reward_model.encode, items, normalize if body.normalize is None else body.normalize)
+
+    @app.post("/get_reward", dependencies=[Depends(authorize)])
+    async def get_reward(request: Request):
+        body = await read(request, RewardRequest)
+        check_items(len(body.query))
+        return await rewards_of(reward_model.encode_text, [(q,) for q in body.query], normalize)
+
+    return app
+
+
+def plain(text: str | list[Message]) -> str | list[dict]:
+    return text if isinstance(text, str) else [m.model_dump() for m in text]
+
+
+def describe(error: ValidationError) -> tuple[int, str]:
+    """(status, message) of a body that failed validation: 400 for malformed JSON, else 422."""
+    errors = error.errors(include_url=False)
+    if errors[0]["type"] == "json_invalid":
+        return 400, f"malformed JSON: {errors[0]['msg']}"
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:6]]
+    return 422, "; ".join(parts) + (f"; and {len(errors) - 6} more" if len(errors) > 6 else "")
+
+
+def serve(reward_model: RewardModel, host: str = "127.0.0.1", port: int = 8000, **app_options) -> None:
+    """Run the app with uvicorn (blocking); ``app_options`` go to :func:`create_app`."""
+    import uvicorn
+
+    uvicorn.run(create_app(reward_model, **app_options), host=host, port=port)

@@ -1,0 +1,146 @@
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from rewardlab.scoring import RewardModel
+from rewardlab.serve import create_app
+
+
+@pytest.fixture(scope="module")
+def reward_model(tiny):
+    b = tiny["tiny-llama"]
+    return RewardModel(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.01, "reward_std": 0.02}, max_length=64)
+
+
+def count_forward_passes(monkeypatch, reward_model, delay: float = 0.0) -> list[int]:
+    """Wrap the model call: record the rows of every forward pass (and make each one take ``delay`` seconds, so that
+    requests pile up while the model is busy, as they do under load)."""
+    passes, forward = [], reward_model.forward
+
+    def counted(sequences):
+        passes.append(len(sequences))
+        time.sleep(delay)
+        return forward(sequences)
+
+    monkeypatch.setattr(reward_model, "forward", counted)
+    return passes
+
+
+async def concurrent_clients(app, bodies: list[dict]) -> list[dict]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://rewardlab") as client:
+        responses = await asyncio.gather(*(client.post("/score", json=body) for body in bodies))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    return [r.json() for r in responses]
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_concurrent_requests_are_merged_and_each_client_gets_its_own_rewards(reward_model, monkeypatch, merge):
+    prompts = [f"Question {i}: " + "x" * (i % 9) for i in range(64)]
+    responses = [" answer" * (1 + i % 5) for i in range(64)]
+    expected = reward_model.score(prompts, responses)
+    passes = count_forward_passes(monkeypatch, reward_model, delay=0.05 if merge else 0.0)
+    bodies = [{"prompts": [p], "responses": [r]} for p, r in zip(prompts, responses)]
+    results = asyncio.run(concurrent_clients(create_app(reward_model, merge=merge), bodies))
+
+    assert [r["rewards"] for r in results] == [[pytest.approx(e, abs=1e-5)] for e in expected]
+    assert sum(passes) == 64
+    if merge:
+        # the first request runs alone; the 63 that arrive meanwhile share the next pass(es)
+        assert len(passes) <= 4, passes
+    else:
+        assert len(passes) == 64
+
+
+def test_merging_respects_the_token_budget(reward_model, monkeypatch):
+    passes = count_forward_passes(monkeypatch, reward_model, delay=0.05)
+    monkeypatch.setattr(reward_model, "token_budget", 200)
+    bodies = [{"prompts": ["p" * 30], "responses": [" r"]} for _ in range(20)]  # 34 tokens each
+    asyncio.run(concurrent_clients(create_app(reward_model), bodies))
+    assert sum(passes) == 20 and max(passes) == 5  # 5 × 34 ≤ 200 < 6 × 34
+
+
+@pytest.fixture
+def client(reward_model):
+    with TestClient(create_app(reward_model, max_items=8, max_body_bytes=2000)) as client:
+        yield client
+
+
+def test_score_endpoint_plain_and_chat(client, reward_model):
+    chat = [{"role": "user", "content": "hi"}]
+    body = {"prompts": ["Q:", chat, chat], "responses": [" yes", "hello", [{"role": "assistant", "content": "hello"}]]}
+    response = client.post("/score", json=body)
+    assert response.status_code == 200
+    rewards = response.json()["rewards"]
+    assert rewards == pytest.approx(reward_model.score(body["prompts"], body["responses"]), abs=1e-6)
+    assert rewards[1] == pytest.approx(rewards[2], abs=1e-6)
+    normalized = client.post("/score", json={**body, "normalize": True}).json()["rewards"]
+    assert normalized == pytest.approx([(r - 0.01) / 0.02 for r in rewards], abs=1e-4)
+
+
+def test_get_reward_is_openrlhf_protocol(client, reward_model):
+    """OpenRLHF sends whole texts (with extra keys in newer versions) and reads ``rewards``."""
+    queries = ["Human: hi\n\nAssistant: hello", "<s>Q: 2+2? 4</s><pad><pad>"]
+    response = client.post("/get_reward", json={"query": queries, "prompts": ["Human: hi", "Q: 2+2?"], "labels": []})
+    assert response.status_code == 200
+    rewards = response.json()["rewards"]
+    assert rewards == pytest.approx(reward_model.score(["", ""], [queries[0], "Q: 2+2? 4"]), abs=1e-6)
+
+
+def test_health(client):
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ('{"prompts": ["a"], "responses": ', 400, "malformed JSON"),
+    ("", 400, "malformed JSON"),
+    ('["a", "b"]', 422, "body: Input should be an object"),
+    ('{"prompts": "a", "responses": "b"}', 422, "prompts"),
+    ('{"prompts": [1], "responses": ["b"]}', 422, "prompts.0"),
+    ('{"prompts": ["a"], "responses": [{"role": "assistant"}]}', 422, "responses.0"),
+    ('{"prompts": ["a", "b"], "responses": ["c"]}', 422, "2 prompts but 1 responses"),
+    ('{"prompts": [], "responses": []}', 422, "at least 1 item"),
+    ('{"prompt": ["a"], "responses": ["b"]}', 422, "prompt: Extra inputs"),
+    ('{"prompts": ["a"], "responses": [[{"role": "assistant", "content": "b"}]]}', 422, "list of {role, content}"),
+    (json.dumps({"prompts": ["a"] * 9, "responses": ["b"] * 9}), 413, "at most 8"),
+    (json.dumps({"prompts": ["a" * 3000], "responses": ["b"]}), 413, "over 2000 bytes"),
+])
+def test_bad_requests_get_4xx_with_a_message(client, body, status, message):
+    response = client.post("/score", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+
+
+def test_bad_get_reward_requests(client):
+    assert client.post("/get_reward", json={"query": []}).status_code == 422
+    assert client.post("/get_reward", json={"queries": ["a"]}).status_code == 422
+    assert client.post("/get_reward", json={"query": ["a"] * 9}).status_code == 413
+
+
+def test_oversize_body_without_content_length_is_413(client):
+    chunks = iter([b'{"query": ["' + b"a" * 1500, b"a" * 1500 + b'"]}'])
+    response = client.post("/get_reward", content=chunks)
+    assert response.status_code == 413
+
+
+def test_normalize_without_statistics_is_422(tiny):
+    b = tiny["tiny-llama"]
+    with TestClient(create_app(RewardModel(b.model, b.tokenizer, b.encoder))) as client:
+        response = client.post("/score", json={"prompts": ["a"], "responses": ["b"], "normalize": True})
+    assert response.status_code == 422 and "reward mean and std" in response.json()["detail"]
+
+
+def test_api_key(reward_model):
+    with TestClient(create_app(reward_model, api_key="s3cret")) as client:
+        body = {"prompts": ["a"], "responses": ["b"]}
+        assert client.post("/score", json=body).status_code == 401
+        assert client.post("/score", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/get_reward", json={"query": ["a"]}).status_code == 401
+        assert client.post("/score", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.post("/score", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.get("/health").status_code == 200
