@@ -1,4 +1,5 @@
-"""Rewards from a sequence-classification model: one scalar per sequence, read at the batch's score positions.
+"""Heads: poolers for embeddings, and rewards from a sequence-classification model (one scalar per sequence, read
+at the batch's score positions).
 
 Padded batches go through the model's own forward, so the reward is exactly what plain transformers computes.
 Packed and prefix-shared batches run the backbone with their own attention mask and position ids, then apply the
@@ -16,6 +17,17 @@ from rewardlab.data.collate import PairBatch
 def sequence_rewards(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(n,) rewards of n right-padded sequences, through the model's own head (so plain transformers agrees)."""
     return model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(n, s, d) hidden states of right-padded rows → (n, d): the first token (``cls``), the mean of the real tokens
+    (``mean``) or the last real token (``last``, for causal LMs)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        mask = attention_mask[..., None].to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), attention_mask.sum(1) - 1]
 
 
 def classifier_of(model: nn.Module) -> nn.Module:

@@ -4,9 +4,9 @@ Texts are encoded exactly as training encodes them (:class:`~rewardlab.data.enco
 tokens, the prompt cut from the left past ``max_length``) and rewards come from the same head
 (:func:`~rewardlab.heads.sequence_rewards`), so a score is the reward that training and evaluation saw.
 
-Sequences are sorted by length and cut into batches of at most ``token_budget`` padded tokens (rows × longest row):
-many short texts share one forward pass, long ones go a few at a time, little is spent on padding, and the rewards
-come back in input order.
+Sequences are sorted by length and cut into batches of at most ``token_budget`` padded tokens (rows × longest row),
+in which at least ``min_fill`` of the tokens are real (not padding): many short texts share one forward pass, long
+ones go a few at a time, little is spent on padding, and the rewards come back in input order.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.backbones import is_encoder
-from rewardlab.data.collate import pad_sequences
+from rewardlab.data.collate import PairBatch, pack, pad_sequences, shared_prompt_unit
 from rewardlab.data.encode import EncodeReport, PairEncoder
 from rewardlab.data.formats import DataError
-from rewardlab.heads import sequence_rewards
+from rewardlab.heads import RewardScorer, sequence_rewards
 from rewardlab.offline import resolve_offline
 from rewardlab.save import load_info
 
-# Measured with MiniLM-L6 on CPU: batches of 512-2048 tokens ran 1.4× faster than 16384 (cache); GPUs want big batches.
-TOKEN_BUDGET = {"cuda": 16384, "cpu": 2048}
+# Per device: (token budget, min fill). On CPU a padding token costs as much as a real one and a forward pass adds
+# little, so batches are small and tight (MiniLM-L6: batches of 512-2048 tokens ran 1.4x faster than 16384); on a
+# GPU the passes are what costs, so batches are big.
+BATCHING = {"cuda": (16384, 0.5), "cpu": (2048, 0.9)}
 
 # A prompt or a response: plain text, or a list of {"role", "content"} messages rendered with the chat template.
 Text = str | list[dict]
@@ -38,17 +40,19 @@ class ScoringError(DataError):
 def load_reward_model(path_or_id: str):
     """(model in eval mode, tokenizer, encoder?, rewardlab info) for a model folder, adapter folder or hub id."""
     source = resolve_offline(path_or_id) or path_or_id
+    config = AutoConfig.from_pretrained(source)
     if Path(source, "adapter_config.json").is_file():
         from peft import AutoPeftModelForSequenceClassification
 
         model = AutoPeftModelForSequenceClassification.from_pretrained(source, num_labels=1)
-    else:
+    elif any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
         model = AutoModelForSequenceClassification.from_pretrained(source)
+    else:  # a plain backbone (e.g. an offline name): a new, untrained one-output head
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-        model.config.pad_token_id = tokenizer.pad_token_id
-    config = AutoConfig.from_pretrained(source)
+    model.config.pad_token_id = tokenizer.pad_token_id
     return model.eval(), tokenizer, is_encoder(config), load_info(source)
 
 
@@ -66,14 +70,13 @@ class RewardModel:
         info: ``rewardlab.json`` of a saved model (``reward_mean``, ``reward_std``, ``max_length``), or {}.
         max_length: tokens per sequence; default ``info["max_length"]``, else 512.
         token_budget: most padded tokens (rows × longest row) in one forward pass; default 16384 on a GPU, 2048 on
-            CPU.
+            CPU. (The share of real tokens a batch must hold, ``min_fill``, is 0.5 on a GPU, 0.9 on CPU.)
 
-    Example:
-        >>> rm = RewardModel.load("runs/quickstart")
-        >>> rm.score(["How do I water a cactus?"], [" Every two to three weeks."])
-        [2.31]
-        >>> rm.rank("How do I water a cactus?", [" Daily.", " Every two to three weeks."])
-        [(1, 2.31), (0, -0.84)]
+    Example::
+
+        rm = RewardModel.load("runs/quickstart")
+        rm.score(["How do I water a cactus?"], [" Every two to three weeks."])  # [reward]
+        rm.rank("How do I water a cactus?", [" Daily.", " Every two to three weeks."])  # [(index, reward), ...]
     """
 
     def __init__(self, model, tokenizer, encoder: bool, info: dict | None = None, max_length: int | None = None,
@@ -85,7 +88,8 @@ class RewardModel:
         max_length = max_length or self.info.get("max_length") or 512
         self.pair_encoder = PairEncoder(tokenizer, encoder, max_length, "truncate")
         device = next(model.parameters()).device.type
-        self.token_budget = token_budget or TOKEN_BUDGET.get(device, TOKEN_BUDGET["cuda"])
+        default_budget, self.min_fill = BATCHING.get(device, BATCHING["cuda"])
+        self.token_budget = token_budget or default_budget
         self.report = EncodeReport()  # counts the prompts and responses cut to fit max_length
         self.name = str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
         # Saved by rewardlab in rewardlab.json and config.json; plain transformers keeps the latter.
@@ -125,9 +129,46 @@ class RewardModel:
         return self.normalize(rewards) if normalize else rewards
 
     def rank(self, prompt: Text, candidates: list[Text], normalize: bool = False) -> list[tuple[int, float]]:
-        """Best-of-n: ``(candidate index, reward)`` for every candidate, best first."""
-        rewards = self.score([prompt] * len(candidates), candidates, normalize)
+        """Best-of-n: ``(candidate index, reward)`` for every candidate, best first. For causal LMs the prompt is
+        computed once for all candidates (:meth:`score_candidates`)."""
+        if self.pair_encoder.encoder:
+            rewards = self.score([prompt] * len(candidates), candidates)
+        else:
+            rewards = self.score_candidates(prompt, candidates)
+        rewards = self.normalize(rewards) if normalize else rewards
         return sorted(enumerate(rewards), key=lambda item: -item[1])
+
+    @torch.inference_mode()
+    def score_candidates(self, prompt: Text, candidates: list[Text]) -> list[float]:
+        """Rewards of n responses to one prompt with the prompt computed once (causal LMs): rows
+        ``[prompt | candidate 1 | candidate 2 | …]`` in which each candidate sees the prompt and itself, positioned
+        right after the prompt — the prefix-shared layout of training, with as many candidates a row as
+        ``token_budget`` allows. Equal to scoring each candidate with its prompt, except that past ``max_length``
+        the prompt is cut to fit the longest candidate."""
+        encoded = [self.encode_parts(prompt, c) for c in candidates]
+        prompt_ids = encoded[0][0]
+        chat = not (isinstance(prompt, str) and all(isinstance(c, str) for c in candidates))
+        keep_front = 0 if chat else len(self.pair_encoder.prefix)
+        prompt_ids, responses = self.pair_encoder.fit(prompt_ids, [r for _, r in encoded], keep_front, self.report)
+        groups, current, used = [], [], len(prompt_ids)
+        for k, response in enumerate(responses):
+            if current and used + len(response) > self.token_budget:
+                groups.append(current)
+                current, used = [], len(prompt_ids)
+            current.append(k)
+            used += len(response)
+        groups.append(current)
+        scorer, device = RewardScorer(self.model), next(self.model.parameters()).device
+        rewards = [0.0] * len(candidates)
+        for group in groups:
+            packed = pack([shared_prompt_unit(prompt_ids, [responses[k] for k in group])],
+                          self.tokenizer.pad_token_id, encoder=False)
+            index = torch.tensor([packed.reward_index[0, part] for part in range(1, len(group) + 1)])
+            batch = PairBatch(packed.input_ids, packed.attention_mask, index, torch.zeros(0), torch.zeros(0), [],
+                              packed.position_ids).to(device)
+            for k, reward in zip(group, scorer(batch).float().tolist()):
+                rewards[k] = reward
+        return rewards
 
     def normalize(self, rewards: list[float]) -> list[float]:
         """``(r − reward_mean) / reward_std`` with the statistics saved with the model."""
@@ -141,15 +182,17 @@ class RewardModel:
     def encode(self, prompt: Text, response: Text) -> list[int]:
         """Token ids of one prompt + response, as training encodes them (prompt cut from the left past
         ``max_length``)."""
-        encoder = self.pair_encoder
-        if isinstance(prompt, str) and isinstance(response, str):
-            prompt_ids, response_ids = encoder.encode_sequence(prompt, response)
-            keep_front = len(encoder.prefix)
-        else:
-            prompt_ids, response_ids = encoder.encode_sequence(*self.render_chat(prompt, response), chat=True)
-            keep_front = 0
-        prompt_ids, (response_ids,) = encoder.fit(prompt_ids, [response_ids], keep_front, self.report)
+        chat = not (isinstance(prompt, str) and isinstance(response, str))
+        prompt_ids, response_ids = self.encode_parts(prompt, response)
+        keep_front = 0 if chat else len(self.pair_encoder.prefix)
+        prompt_ids, (response_ids,) = self.pair_encoder.fit(prompt_ids, [response_ids], keep_front, self.report)
         return self._checked(prompt_ids + response_ids)
+
+    def encode_parts(self, prompt: Text, response: Text) -> tuple[list[int], list[int]]:
+        """(prompt ids, response ids) with special tokens, before fitting to ``max_length``."""
+        if isinstance(prompt, str) and isinstance(response, str):
+            return self.pair_encoder.encode_sequence(prompt, response)
+        return self.pair_encoder.encode_sequence(*self.render_chat(prompt, response), chat=True)
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of a whole text (prompt and response already joined, as OpenRLHF sends them), scored as a
@@ -178,7 +221,8 @@ class RewardModel:
             )
         reply = [{"role": "assistant", "content": response}] if isinstance(response, str) else response
         if not is_messages(reply):
-            raise ScoringError(f"a response must be a string or a list of {{role, content}} messages, got {reply!r:.80}")
+            raise ScoringError(f"a response must be a string or a list of {{role, content}} messages, "
+                               f"got {reply!r:.80}")
 
         def render(messages, prompt_only):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt_only)
@@ -196,12 +240,12 @@ class RewardModel:
 
     def batches(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped into batches of at most ``token_budget`` padded tokens, longest sequences first (a
-        sequence longer than the budget goes alone). A sequence at most half as long as its batch's first starts a
-        new batch, so padding never doubles a batch's tokens, however few inputs there are."""
+        sequence longer than the budget goes alone). A sequence no longer than ``min_fill`` × its batch's first
+        starts a new batch, so at least that share of every batch is real tokens, however few inputs there are."""
         batches, current = [], []
         for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
             width = lengths[current[0]] if current else 0  # longest first: the first row sets the padded width
-            if current and ((len(current) + 1) * width > self.token_budget or 2 * lengths[i] <= width):
+            if current and ((len(current) + 1) * width > self.token_budget or lengths[i] <= self.min_fill * width):
                 batches.append(current)
                 current = []
             current.append(i)

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from rewardlab.backbones import TINY_BACKBONES, disable_dropout, tiny_config, tiny_tokenizer, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, build, to_dict
 from rewardlab.data.images import PROMPT_TEMPLATES, ImageCaption, ImageTextCollator, read_image_captions
+from rewardlab.heads import pool
 from rewardlab.objectives import ClipLoss, SigLipLoss
 from rewardlab.objectives.core import gather_with_grad
 from rewardlab.offline import resolve_offline
@@ -32,17 +33,6 @@ from rewardlab.vision import build_image_tower
 
 MAX_LOGIT_SCALE = 100.0  # CLIP clips the learned scale here, so the softmax cannot become arbitrarily sharp
 RECALL_AT = (1, 5, 10)
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(b, s, h) hidden states of right-padded rows → (b, h): the first token, the mean of real tokens, or the last
-    real token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "mean":
-        mask = attention_mask[..., None].to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), attention_mask.sum(1) - 1]
 
 
 class TwoTower(nn.Module):

@@ -1,0 +1,35 @@
+"""Best-of-n with the prompt computed once equals scoring every candidate with its prompt."""
+
+import copy
+
+import pytest
+
+from rewardlab.scoring import RewardModel
+
+
+def reward_model(tiny, name, token_budget=None):
+    model = copy.deepcopy(tiny[name].model)
+    model.score.weight.data *= 1000  # rewards spread wider than the tolerance
+    return RewardModel(model, tiny[name].tokenizer, tiny[name].encoder, token_budget=token_budget)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+@pytest.mark.parametrize("token_budget", [None, 60])  # 60: a few candidates a row, so several rows
+def test_rank_computes_the_prompt_once_and_matches_one_by_one_scoring(tiny, name, token_budget):
+    rm = reward_model(tiny, name, token_budget)
+    prompt = "Which fruit is yellow and curved? Answer briefly."
+    candidates = [" A banana.", " Bananas are yellow and curved.", " An apple.", " No idea", " Lemons? no: banana."]
+    one_by_one = [rm.score([prompt], [c])[0] for c in candidates]
+    shared = rm.score_candidates(prompt, candidates)
+    assert max(one_by_one) - min(one_by_one) > 0.05
+    assert shared == pytest.approx(one_by_one, abs=1e-4)
+    ranking = rm.rank(prompt, candidates)
+    assert [i for i, _ in ranking] == sorted(range(5), key=lambda i: -one_by_one[i])
+
+
+def test_rank_of_conversations_shares_the_rendered_prompt(tiny):
+    rm = reward_model(tiny, "tiny-llama")
+    prompt = [{"role": "user", "content": "Say hi."}]
+    candidates = ["Hi!", "Hello there.", "Go away."]
+    assert rm.score_candidates(prompt, candidates) == pytest.approx(
+        [rm.score([prompt], [c])[0] for c in candidates], abs=1e-4)
