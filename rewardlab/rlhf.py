@@ -1,12 +1,14 @@
 """Rewards inside RLHF loops: a reward function for TRL's ``GRPOTrainer`` (and ``RLOOTrainer``) ``reward_funcs``.
 
-Example:
-    >>> from trl import GRPOConfig, GRPOTrainer
-    >>> from rewardlab.rlhf import RewardFunction
-    >>> from rewardlab.scoring import RewardModel
-    >>> reward = RewardFunction(RewardModel.load("runs/quickstart"))       # in this process
-    >>> reward = RewardFunction.remote("http://127.0.0.1:8000")            # or a running `rewardlab serve`
-    >>> trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=GRPOConfig(...), train_dataset=prompts)
+Example::
+
+    from trl import GRPOConfig, GRPOTrainer
+    from rewardlab.rlhf import RewardFunction
+    from rewardlab.scoring import RewardModel
+
+    reward = RewardFunction(RewardModel.load("runs/quickstart"))  # in this process
+    reward = RewardFunction.remote("http://127.0.0.1:8000")       # or through a running `rewardlab serve`
+    trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=GRPOConfig(...), train_dataset=prompts)
 
 TRL calls it with the prompts and completions (plain strings, or lists of messages for conversational datasets,
 rendered with the reward model's chat template) and logs its rewards as ``rewards/<__name__>/mean``.

@@ -7,9 +7,10 @@
   (``--remote_rm_url http://HOST:PORT/get_reward``); each query is a whole text, prompt and response joined.
 - ``GET /health`` → ``{"status": "ok", ...}`` (no key needed).
 
-Requests that arrive while the model is busy are merged: one worker takes everything queued, and
-:meth:`RewardModel.score_ids` sorts it by length and cuts it into token-budget batches, so 64 clients sending one
-item each cost a handful of forward passes, not 64. The forward passes run in a thread, so the event loop keeps
+Requests that arrive while the model is busy are merged into the next forward pass: one worker runs every pass,
+each serving the oldest waiting sequence together with the waiting sequences of similar length that fit the token
+budget, whichever requests they came from. So 64 clients sending one item each cost a handful of forward passes, not
+64, and no request waits behind a stream of newer ones. The passes run in a thread, so the event loop keeps
 accepting requests meanwhile; each request awaits only its own results.
 
 Bad requests get a 4xx and a message (``{"detail": ...}``), never a 500: 400 malformed JSON; 401 a missing or wrong
@@ -45,7 +46,8 @@ class ScoreRequest(BaseModel):
     @model_validator(mode="after")
     def same_length(self):
         if len(self.prompts) != len(self.responses):
-            raise ValueError(f"{len(self.prompts)} prompts but {len(self.responses)} responses; give one prompt per response")
+            raise ValueError(f"{len(self.prompts)} prompts but {len(self.responses)} responses; "
+                             f"give one prompt per response")
         return self
 
 
@@ -56,8 +58,23 @@ class RewardRequest(BaseModel):
     query: list[str] = Field(min_length=1)
 
 
+class Job:
+    """One request's sequences, and where their rewards go."""
+
+    def __init__(self, sequences: list[list[int]], future: asyncio.Future):
+        self.sequences, self.future = sequences, future
+        self.rewards: list[float | None] = [None] * len(sequences)
+        self.missing = len(sequences)
+
+
 class Batcher:
-    """One worker that scores queued requests; with ``merge`` it takes all the requests waiting at once."""
+    """One worker that runs the forward passes for all requests.
+
+    Each pass serves the oldest waiting sequence together with the waiting sequences of similar length that fit the
+    token budget (:meth:`RewardModel.batches`), whichever requests they came from, so requests that arrive while the
+    model is busy join the next pass and none waits behind a stream of newer ones. With ``merge=False`` requests are
+    served one after another, each in its own passes.
+    """
 
     def __init__(self, reward_model: RewardModel, merge: bool = True):
         self.reward_model, self.merge = reward_model, merge
@@ -68,28 +85,37 @@ class Batcher:
         if self._loop is not loop:  # the first request (started lazily, so that any ASGI runner works)
             self._loop, self._queue = loop, asyncio.Queue()
             self._worker = loop.create_task(self._run())
-        future = loop.create_future()
-        self._queue.put_nowait((sequences, future))
-        return await future
+        job = Job(sequences, loop.create_future())
+        self._queue.put_nowait(job)
+        return await job.future
 
     async def _run(self) -> None:
+        waiting: list[tuple[Job, int]] = []  # (job, sequence index), oldest first
         while True:
-            jobs = [await self._queue.get()]
+            if not waiting:
+                waiting += self._items(await self._queue.get())
             while self.merge and not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
-            sequences = [s for job, _ in jobs for s in job]
+                waiting += self._items(self._queue.get_nowait())
+            lengths = [len(job.sequences[i]) for job, i in waiting]
+            batch = set(next(b for b in self.reward_model.batches(lengths) if 0 in b))
+            served = [waiting[k] for k in sorted(batch)]
             try:
-                rewards = await asyncio.to_thread(self.reward_model.score_ids, sequences)
+                rewards = await asyncio.to_thread(self.reward_model.forward, [job.sequences[i] for job, i in served])
             except Exception as e:
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            start = 0
-            for job, future in jobs:
-                if not future.done():  # a client that went away has a cancelled future
-                    future.set_result(rewards[start : start + len(job)])
-                start += len(job)
+                for job, _ in served:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+            else:
+                for (job, i), reward in zip(served, rewards):
+                    job.rewards[i], job.missing = reward, job.missing - 1
+                    if not job.missing and not job.future.done():
+                        job.future.set_result(job.rewards)
+            # drop what was served, and the rest of failed requests and of clients that went away
+            waiting = [(job, i) for k, (job, i) in enumerate(waiting) if k not in batch and not job.future.done()]
+
+    @staticmethod
+    def _items(job: Job) -> list[tuple[Job, int]]:
+        return [(job, i) for i in range(len(job.sequences))]
 
     def close(self) -> None:
         if self._worker is not None:

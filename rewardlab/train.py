@@ -101,6 +101,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     set_seed(recipe.seed)
     model, optimizer, loader = accelerator.prepare(task.model, optimizer, loader)
+    model.train()  # from_pretrained returns eval mode; dropout (where a recipe keeps it) must be live
 
     steps_per_epoch = math.ceil(len(loader) / accelerator.gradient_accumulation_steps)
     total_steps = recipe.max_steps or math.ceil(recipe.epochs * steps_per_epoch)

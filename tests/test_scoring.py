@@ -35,14 +35,18 @@ def test_token_budget_batches_equal_one_at_a_time_in_input_order(tiny, name):
     assert rm.score(prompts, responses) == pytest.approx(one_at_a_time, abs=1e-5)
 
 
-def test_batches_keep_to_the_budget_and_never_double_the_tokens_with_padding(tiny):
+def test_batches_keep_to_the_budget_and_the_minimum_fill(tiny):
     b = tiny["tiny-llama"]
     rm = RewardModel(b.model, b.tokenizer, b.encoder, token_budget=250)
+    rm.min_fill = 0.5
     assert rm.batches([100] * 5) == [[0, 1], [2, 3], [4]]  # 2 × 100 ≤ 250 < 3 × 100
     rm.token_budget = 1000
-    # longest first; a row at most half the batch's width starts a new batch
+    # longest first; a row no longer than half the batch's width starts a new batch
     assert rm.batches([50, 100, 10, 90, 40]) == [[1, 3], [0, 4], [2]]
     assert rm.batches([600, 700]) == [[1], [0]]  # each alone: 2 × 700 > 1000
+    rm.min_fill = 0.9
+    assert rm.batches([50, 100, 10, 95, 46]) == [[1, 3], [0, 4], [2]]
+    assert rm.batches([100, 90]) == [[0], [1]]
 
 
 def test_scores_are_plain_transformers_on_training_encoding(tiny, tmp_path):
@@ -101,7 +105,8 @@ def test_chat_inputs_encode_like_conversational_training_rows(tiny):
 def test_whole_texts_do_not_double_special_tokens(tiny):
     b = tiny["tiny-llama"]
     rm = RewardModel(b.model, b.tokenizer, b.encoder)
-    assert rm.encode_text("<s>Q: hi A: yo</s><pad><pad>") == rm.encode_text("Q: hi A: yo") == rm.encode("", "Q: hi A: yo")
+    plain = rm.encode("", "Q: hi A: yo")
+    assert rm.encode_text("<s>Q: hi A: yo</s><pad><pad>") == rm.encode_text("Q: hi A: yo") == plain
     assert rm.score_texts(["Q: hi A: yo"]) == pytest.approx(rm.score([""], ["Q: hi A: yo"]))
 
 

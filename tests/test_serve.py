@@ -44,6 +44,7 @@ def test_concurrent_requests_are_merged_and_each_client_gets_its_own_rewards(rew
     responses = [" answer" * (1 + i % 5) for i in range(64)]
     expected = reward_model.score(prompts, responses)
     passes = count_forward_passes(monkeypatch, reward_model, delay=0.05 if merge else 0.0)
+    monkeypatch.setattr(reward_model, "min_fill", 0.0)  # batches bounded by the token budget alone
     bodies = [{"prompts": [p], "responses": [r]} for p, r in zip(prompts, responses)]
     results = asyncio.run(concurrent_clients(create_app(reward_model, merge=merge), bodies))
 
@@ -59,9 +60,30 @@ def test_concurrent_requests_are_merged_and_each_client_gets_its_own_rewards(rew
 def test_merging_respects_the_token_budget(reward_model, monkeypatch):
     passes = count_forward_passes(monkeypatch, reward_model, delay=0.05)
     monkeypatch.setattr(reward_model, "token_budget", 200)
+    monkeypatch.setattr(reward_model, "min_fill", 0.0)
     bodies = [{"prompts": ["p" * 30], "responses": [" r"]} for _ in range(20)]  # 34 tokens each
     asyncio.run(concurrent_clients(create_app(reward_model), bodies))
     assert sum(passes) == 20 and max(passes) == 5  # 5 × 34 ≤ 200 < 6 × 34
+
+
+def test_a_request_split_over_several_passes_gets_all_its_rewards_in_order(reward_model, monkeypatch):
+    passes = count_forward_passes(monkeypatch, reward_model)
+    monkeypatch.setattr(reward_model, "token_budget", 100)
+    prompts, responses = [f"Q{i}:" for i in range(9)], [" a" * (1 + 4 * (i % 3)) for i in range(9)]
+    [result] = asyncio.run(concurrent_clients(create_app(reward_model), [{"prompts": prompts, "responses": responses}]))
+    assert len(passes) > 1
+    assert result["rewards"] == pytest.approx(reward_model.score(prompts, responses), abs=1e-5)
+
+
+def test_a_failing_forward_pass_is_a_500_without_a_trace_and_the_server_goes_on(reward_model, monkeypatch):
+    forward = reward_model.forward
+    monkeypatch.setattr(reward_model, "forward", lambda sequences: 1 / 0)
+    with TestClient(create_app(reward_model), raise_server_exceptions=False) as client:
+        body = {"prompts": ["a"], "responses": ["b"]}
+        response = client.post("/score", json=body)
+        assert response.status_code == 500 and response.json() == {"detail": "internal error (ZeroDivisionError)"}
+        monkeypatch.setattr(reward_model, "forward", forward)
+        assert client.post("/score", json=body).status_code == 200
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ from rewardlab.cli import main
 from rewardlab.config import RecipeError, load_recipe
 from rewardlab.data.formats import DataError
 from rewardlab.evaluate_sts import average_ranks, embed, read_sts, spearman
+from rewardlab.heads import pool
 from rewardlab.objectives import SimCSELoss
-from rewardlab.tasks.simcse import SimCSETask, load_sentence_encoder, pool, read_sentence_pairs, read_sentences
+from rewardlab.tasks.simcse import SimCSETask, load_sentence_encoder, read_sentence_pairs, read_sentences
 from rewardlab.train import train
 
 # A tiny world of 48 meanings, each said with synonyms: only training on paraphrase pairs can tell that "a guy is
@@ -191,17 +192,24 @@ def test_tiny_backbone_learns_paraphrases_and_sts_spearman_rises(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny BERT after 2 unsupervised SimCSE steps, saved: (folder, the STS dev file)."""
+    """A tiny BERT with LoRA after 2 unsupervised SimCSE steps, saved (LoRA merged): (folder, its STS dev file,
+    the metrics training measured before saving)."""
     tmp_path = tmp_path_factory.mktemp("simcse")
     recipe = simcse_recipe(tmp_path, "contrastive.sentence_column=[sentence1, sentence2]", "contrastive.pooling=cls",
-                           "max_steps=2", "eval_data=null")
+                           "max_steps=2", "model.lora.r=4")
     info = train(recipe)
-    assert math.isnan(info["metrics"]["spearman"])  # no STS data to evaluate on, and no crash
-    return tmp_path / "out", write_paraphrases(tmp_path / "dev.csv", 20, seed=1, sts=True)
+    return tmp_path / "out", recipe.eval_data, info["metrics"]
+
+
+def test_without_sts_data_the_metric_is_nan_and_says_why(tmp_path):
+    task = SimCSETask(simcse_recipe(tmp_path, "eval_data=null", "contrastive.supervised=true"), print)
+    metrics = task.evaluate(Accelerator(cpu=True), task.model, task.train_data[:8])
+    assert metrics["pairs"] == 0 and math.isnan(metrics["spearman"])
+    assert "no STS evaluation" in task.format("train", metrics)
 
 
 def test_saved_model_reloads_in_transformers_and_sentence_transformers_with_the_same_embeddings(trained):
-    folder, _ = trained
+    folder, _, _ = trained
     info = json.loads((folder / "rewardlab.json").read_text())
     assert info["objective"] == "simcse" and info["pooling"] == "cls"
     texts = ["a man is running.", "a kid is napping at home."]
@@ -216,11 +224,28 @@ def test_saved_model_reloads_in_transformers_and_sentence_transformers_with_the_
     torch.testing.assert_close(torch.from_numpy(st.encode(texts)), ours, atol=1e-5, rtol=1e-5)
 
 
+def test_lora_is_merged_on_save_and_the_reloaded_model_gives_the_same_embeddings(tmp_path):
+    recipe = simcse_recipe(tmp_path, "contrastive.supervised=true", "model.name=tiny-llama", "model.lora.r=4",
+                           "contrastive.pooling=mean")
+    task = SimCSETask(recipe, print)
+    torch.manual_seed(1)
+    with torch.no_grad():  # adapters as training might leave them (they start at zero)
+        for name, parameter in task.model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    texts = ["a man is running.", "a kid is napping at home.", "a puppy is dining by the sea."]
+    adapted = embed(task.model, task.tokenizer, texts, 64, 8, "cpu")
+    task.save(task.model, tmp_path / "saved", {"metrics": {}})
+    assert not (tmp_path / "saved" / "adapter_config.json").exists()
+    encoder, tokenizer, _ = load_sentence_encoder(str(tmp_path / "saved"))
+    torch.testing.assert_close(embed(encoder, tokenizer, texts, 64, 8, "cpu"), adapted, atol=1e-5, rtol=1e-5)
+
+
 def test_eval_command_writes_spearman_for_simcse_and_plain_models(trained, tmp_path):
-    folder, dev = trained
+    folder, dev, in_training = trained
     assert main(["eval", str(folder), "--data", str(dev), "--json", str(tmp_path / "m.json")]) == 0
     metrics = json.loads((tmp_path / "m.json").read_text())[str(dev)]
-    assert metrics["pairs"] == 20 and -1 <= metrics["spearman"] <= 1
+    assert metrics["pairs"] == in_training["pairs"] == 100 and -1 <= metrics["spearman"] <= 1
     # A model rewardlab did not train: the file's columns choose STS, an encoder is mean-pooled.
     plain = save_tiny_backbone(tmp_path / "plain", "tiny-bert")
     assert main(["eval", str(plain), "--data", str(dev), "--json", str(tmp_path / "p.json")]) == 0

@@ -6,8 +6,8 @@ Starts ``rewardlab serve`` in a subprocess on 127.0.0.1 (a free port), once as i
 ``--clients`` asyncio clients (httpx, one connection each) send one (prompt, response) per ``POST /score``, taken in
 order from the same shared data as :mod:`rewardlab.bench.score_throughput`, until ``--requests`` requests are done
 or ``--time-limit`` seconds have passed (requests still open then are cancelled and counted). Reports per mode the
-throughput (requests/s), p50/p99 latency, errors and forward passes saved, and checks that both modes gave every
-request the same reward. ``--model`` is a saved folder, or a backbone name saved once with a fresh 1-output head.
+throughput (requests/s), p50/p99 latency and errors, and checks that both modes gave every request the same
+reward. ``--model`` is a saved folder, or a backbone name saved once with a fresh 1-output head.
 Prints one JSON object (and writes it with ``--json``).
 """
 
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     merged, alone = result["merge"].pop("rewards"), result["no_merge"].pop("rewards")
     both = [i for i in merged if merged[i] is not None and alone.get(i) is not None]
     result["max_abs_reward_difference"] = max((abs(merged[i] - alone[i]) for i in both), default=None)
-    result["throughput_ratio"] = round(result["merge"]["requests_per_s"] / max(result["no_merge"]["requests_per_s"], 1e-9), 2)
+    merged_rate, alone_rate = result["merge"]["requests_per_s"], result["no_merge"]["requests_per_s"]
+    result["throughput_ratio"] = round(merged_rate / alone_rate, 2) if alone_rate else None
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -7,15 +7,16 @@ length. sentence-transformers gets each sentence as anchor and positive (identic
 unsupervised SimCSE set-up). Both trained models — and the backbone before training — are scored by the same
 evaluator (STS Spearman of cosine similarity on the recipe's ``eval_data``).
 
-    python -m rewardlab.bench.simcse_vs_st recipes/simcse-unsup-minilm.yaml max_steps=150 \\
+    python -m rewardlab.bench.simcse_vs_st recipes/simcse-unsup-minilm.yaml max_steps=50 \\
         --output-dir runs/bench-simcse-minilm
-    python -m rewardlab.bench.simcse_vs_st recipes/simcse-unsup-smollm2-lora.yaml --rewardlab-only \\
+    python -m rewardlab.bench.simcse_vs_st recipes/simcse-unsup-smollm2-lora.yaml max_steps=50 --rewardlab-only \\
         --output-dir runs/bench-simcse-smollm2
 
 sentence-transformers has no MLP head; rewardlab trains through one unless ``contrastive.mlp_head=false``.
-sentence-transformers runs only without LoRA. Steps/s is optimizer steps over the training loop's wall time
-(no evaluation inside); on a machine shared with other jobs the processor seconds a step (the process's CPU time
-over the same loop) are the steadier measure. Writes ``OUTPUT_DIR/bench.json``.
+sentence-transformers runs only without LoRA, on a sentence-transformers folder with the recipe's pooling.
+Steps/s is optimizer steps over the training loop's wall time (no evaluation inside); on a machine shared with
+other jobs the processor seconds a step (the process's CPU time over the same loop) are the steadier measure.
+Writes ``OUTPUT_DIR/bench.json``.
 """
 
 from __future__ import annotations
@@ -32,15 +33,25 @@ from rewardlab.config import load_recipe
 from rewardlab.evaluate_sts import cosine_similarities, read_sts, sts_metrics
 from rewardlab.offline import resolve_offline
 from rewardlab import train as train_module
-from rewardlab.tasks.simcse import load_sentence_encoder, read_sentences
+from rewardlab.tasks.simcse import load_sentence_encoder, read_sentences, sentence_transformers_pooling
 
 
 def sts_spearman(model_name: str, recipe) -> float:
     """STS Spearman of a model folder or name, with the recipe's pooling and maximum length."""
     encoder, tokenizer, _ = load_sentence_encoder(model_name, recipe.contrastive.pooling)
     pairs = read_sts(recipe.eval_data, recipe.eval_split)
-    similarities = cosine_similarities(encoder, tokenizer, pairs, recipe.max_length, 64, "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    similarities = cosine_similarities(encoder.to(device), tokenizer, pairs, recipe.max_length, 64, device)
     return sts_metrics(similarities, pairs)["spearman"]
+
+
+def sentence_transformers_source(recipe) -> str:
+    """The backbone folder for sentence-transformers, which must train it in full with the recipe's pooling."""
+    source = str(resolve_offline(recipe.model.name) or recipe.model.name)
+    if recipe.model.lora.r or sentence_transformers_pooling(source) != recipe.contrastive.pooling:
+        raise SystemExit(f"the sentence-transformers run needs full fine-tuning and the pooling of {source} "
+                         f"({sentence_transformers_pooling(source)}); or use --rewardlab-only")
+    return source
 
 
 def train_sentence_transformers(recipe, steps: int, output_dir: Path) -> dict:
@@ -52,13 +63,13 @@ def train_sentence_transformers(recipe, steps: int, output_dir: Path) -> dict:
     columns = recipe.contrastive.sentence_column
     sentences = [s for (s,) in read_sentences(recipe.train_data, [columns] if isinstance(columns, str) else columns,
                                               recipe.train_split)[0]]
-    model = SentenceTransformer(str(resolve_offline(recipe.model.name) or recipe.model.name), device="cpu")
+    model = SentenceTransformer(sentence_transformers_source(recipe))
     model.max_seq_length = recipe.max_length
     args = SentenceTransformerTrainingArguments(
         output_dir=str(output_dir / "st-trainer"), per_device_train_batch_size=recipe.batch_size, max_steps=steps,
         learning_rate=recipe.learning_rate, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
         max_grad_norm=recipe.max_grad_norm, seed=recipe.seed, report_to="none", save_strategy="no",
-        logging_steps=10, use_cpu=True, dataloader_drop_last=True,
+        logging_steps=10, use_cpu=not torch.cuda.is_available(), dataloader_drop_last=True,
     )
     loss = MultipleNegativesRankingLoss(model, scale=1 / recipe.contrastive.temperature)
     data = Dataset.from_dict({"anchor": sentences, "positive": sentences})
@@ -104,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.output_dir)
     recipe = load_recipe(args.recipe, [*args.overrides, f"output_dir={out / 'rewardlab'}", "eval_steps=null",
                                        "save_steps=null"])
+    if not args.rewardlab_only:
+        sentence_transformers_source(recipe)  # fail now rather than after rewardlab's run
     torch.manual_seed(recipe.seed)
     results = {"recipe": args.recipe, "overrides": args.overrides, "threads": torch.get_num_threads(),
                "before": {"spearman": sts_spearman(recipe.model.name, recipe)}}

@@ -46,7 +46,9 @@ def prepare(spec: dict):
     from rewardlab.data.encode import PairEncoder
     from rewardlab.data.formats import read_pairs
 
-    settings = ModelSettings(name=spec["model"], lora=LoraSettings(r=spec["lora_r"], alpha=2 * spec["lora_r"]))
+    # no dropout anywhere (TRL's disable_dropout), so both compute the same deterministic function
+    lora = LoraSettings(r=spec["lora_r"], alpha=2 * spec["lora_r"], dropout=0.0)
+    settings = ModelSettings(name=spec["model"], lora=lora)
     backbone = load_backbone(settings, spec["seed"])
     pairs, _ = read_pairs(spec["data"])
     encoded, _ = PairEncoder(backbone.tokenizer, backbone.encoder, spec["max_length"]).encode_pairs(pairs)
@@ -97,6 +99,7 @@ def run_rewardlab(spec: dict) -> dict:
     out = Path(spec["workdir"], "rewardlab")
     recipe = load_recipe(None, [
         f"model.name={spec['model']}", f"model.lora.r={spec['lora_r']}", f"model.lora.alpha={2 * spec['lora_r']}",
+        "model.lora.dropout=0",
         f"train_data={spec['data']}", "eval_data=null", f"max_length={spec['max_length']}",
         f"batch_size={spec['batch_size']}", f"max_steps={spec['steps']}", f"learning_rate={spec['lr']}",
         "warmup_ratio=0", "logging_steps=1", f"seed={spec['seed']}", f"layout={spec['layout']}", f"output_dir={out}",
@@ -107,10 +110,22 @@ def run_rewardlab(spec: dict) -> dict:
     return {"losses": [r["train/loss"] for r in steps], "step_seconds": [r["train/step_seconds"] for r in steps]}
 
 
+def rss_gb() -> float:
+    """This process's resident memory now."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return 0.0
+
+
 def worker(name: str, spec: dict) -> None:
     torch.manual_seed(spec["seed"])
+    import transformers  # noqa: F401  (the libraries' own memory is part of the baseline, not of training)
+
+    baseline = rss_gb()
     result = (run_trl if name == "trl" else run_rewardlab)(spec)
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    result["peak_above_imports_gb"] = result["peak_rss_gb"] - baseline
     Path(spec["workdir"], f"{name}.json").write_text(json.dumps(result))
 
 
@@ -188,12 +203,13 @@ def report(spec, results, rate, flops, tokens, tolerance) -> int:
             "pairs/s": spec["batch_size"] / mean_step,
             "unique tokens/s": tokens / steps / mean_step,
             "peak RSS GB": max(run["peak_rss_gb"] for run in runs),
+            "peak − imports GB": max(run["peak_above_imports_gb"] for run in runs),
             "MFU": flops / steps / mean_step / rate,
         }
-    print(f"{'':18}{'TRL':>14}{'rewardlab':>14}{'ratio':>10}")
+    print(f"{'':20}{'TRL':>14}{'rewardlab':>14}{'ratio':>10}")
     for key in summary["trl"]:
         a, b = summary["trl"][key], summary["rewardlab"][key]
-        print(f"{key:18}{a:14.3f}{b:14.3f}{b / a:10.2f}")
+        print(f"{key:20}{a:14.3f}{b:14.3f}{b / a:10.2f}")
     worst = 0.0
     print(f"\n{'step':>4}{'TRL loss':>14}{'rewardlab loss':>16}{'|Δ|':>10}")
     for step, (a, b) in enumerate(zip(results["trl"][0]["losses"], results["rewardlab"][0]["losses"]), 1):

@@ -36,6 +36,7 @@ from rewardlab.backbones import (
 from rewardlab.config import ModelSettings, Recipe, RecipeError, to_dict
 from rewardlab.data.formats import DataError, iter_rows
 from rewardlab.evaluate_sts import StsPair, cosine_similarities, format_sts, read_sts, sts_metrics, tokenize
+from rewardlab.heads import pool
 from rewardlab.objectives import SimCSELoss
 from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE, load_info
@@ -47,18 +48,6 @@ ATTENTION_DROPOUT = 0.1
 ST_POOLING_KEYS = {
     "cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"
 }
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(n, s, d) hidden states of right-padded rows → (n, d): the first token (``cls``), the mean of the real tokens
-    (``mean``) or the last real token (``last``, for causal LMs)."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "mean":
-        mask = attention_mask[..., None].to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    last = attention_mask.sum(1) - 1
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 class SentenceEncoder(nn.Module):
@@ -221,12 +210,13 @@ def load_sentence_encoder(name: str, pooling: str | None = None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModel.from_pretrained(source)
-    pooling = pooling or info.get("pooling") or _sentence_transformers_pooling(source)
+    pooling = pooling or info.get("pooling") or sentence_transformers_pooling(source)
     pooling = pooling or ("mean" if is_encoder(model.config) else "last")
     return SentenceEncoder(model, pooling).eval(), tokenizer, info
 
 
-def _sentence_transformers_pooling(source) -> str | None:
+def sentence_transformers_pooling(source) -> str | None:
+    """The pooling a sentence-transformers folder declares (``1_Pooling/config.json``), if rewardlab has it."""
     path = Path(source, "1_Pooling", "config.json")
     if not path.is_file():
         return None
