@@ -55,25 +55,21 @@ def cmd_eval(args) -> None:
     ):
         return _eval_sts(args)
 
-    from rewardlab.data.collate import PadCollator
     from rewardlab.data.encode import PairEncoder
     from rewardlab.data.formats import read_pairs
     from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
     from rewardlab.heads import RewardScorer
     from rewardlab.scoring import load_reward_model
+    from rewardlab.tasks.reward import chat_renderer, make_collator, resolve_layout
 
     model, tokenizer, encoder, info = load_reward_model(args.model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     pair_encoder = PairEncoder(tokenizer, encoder, args.max_length or info.get("max_length", 512), "truncate")
-    collator = PadCollator(tokenizer.pad_token_id, encoder)
-    render = None
-    if tokenizer.chat_template:
-        def render(messages, prompt_only):
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt_only)
+    collator = make_collator(resolve_layout("auto", encoder), tokenizer.pad_token_id, encoder)
     results = {}
     for path in args.data:
-        pairs, read_report = read_pairs(path, args.split, render)
+        pairs, read_report = read_pairs(path, args.split, chat_renderer(tokenizer))
         encoded, encode_report = pair_encoder.encode_pairs(pairs, path)
         print(f"{path}: {read_report.summary()}; {encode_report.summary()}", file=sys.stderr)
         chosen, rejected = score_pairs(RewardScorer(model), encoded, collator, args.batch_size, device)
