@@ -22,6 +22,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from rewardlab.config import LoraSettings, ModelSettings
 from rewardlab.offline import resolve_offline
@@ -111,10 +112,32 @@ def load_backbone(settings: ModelSettings, seed: int = 0) -> Backbone:
     if not settings.dropout:
         disable_dropout(model)
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_layers(model, float(settings.gradient_checkpointing))
     if settings.lora.r > 0:
         model = add_lora(model, settings.lora)
     return Backbone(model=model, tokenizer=tokenizer, encoder=encoder)
+
+
+def checkpoint_layers(model: PreTrainedModel, fraction: float = 1.0) -> int:
+    """Activation checkpointing (transformers' own) on the first ``fraction`` of the model's layers; returns how many.
+
+    A checkpointed layer keeps only its input for the backward pass and runs its forward again there: memory for
+    compute, layer by layer, so a fraction buys a proportional share of the saving at that share of the cost
+    (``recompute_num_layers`` in Megatron-LM)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    keep = round(fraction * len(layers))
+    for layer in layers[keep:]:
+        layer.gradient_checkpointing = False
+    return keep
+
+
+def attention_cost(model: torch.nn.Module) -> float:
+    """What a token's attention over one more context token costs, relative to the token's pass through one layer's
+    weights: 4·hidden FLOPs (scores and values) against 2 per weight. Decides how wide packed rows are."""
+    config = model.config
+    layer_weights = (sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel())
+    return 2 * config.hidden_size / (layer_weights / config.num_hidden_layers)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

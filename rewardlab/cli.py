@@ -57,6 +57,7 @@ def cmd_eval(args) -> None:
 
     from rewardlab.data.encode import PairEncoder
     from rewardlab.data.formats import read_pairs
+    from rewardlab.backbones import Backbone
     from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
     from rewardlab.heads import RewardScorer
     from rewardlab.scoring import load_reward_model
@@ -66,7 +67,7 @@ def cmd_eval(args) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     pair_encoder = PairEncoder(tokenizer, encoder, args.max_length or info.get("max_length", 512), "truncate")
-    collator = make_collator(resolve_layout("auto", encoder), tokenizer.pad_token_id, encoder)
+    collator = make_collator(resolve_layout("auto", encoder), Backbone(model, tokenizer, encoder))
     results = {}
     for path in args.data:
         pairs, read_report = read_pairs(path, args.split, chat_renderer(tokenizer))

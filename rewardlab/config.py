@@ -47,8 +47,9 @@ class ModelSettings:
     # Dropout in the backbone while training. Off for Bradley–Terry: the two rewards of a pair should differ
     # because the responses differ, not because two dropout masks did.
     dropout: bool = False
-    # Activation checkpointing: less memory, about a third more compute.
-    gradient_checkpointing: bool = False
+    # Activation checkpointing: true (every layer), false, or the fraction of layers to checkpoint (0.25: the first
+    # quarter). Each checkpointed layer stores only its input and recomputes its forward in the backward pass.
+    gradient_checkpointing: bool | float = False
 
 
 @dataclass
@@ -287,6 +288,9 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError(f"recipe key 'loss.label_smoothing' must be in [0, 0.5), got {recipe.loss.label_smoothing}")
     if recipe.model.lora.r < 0:
         raise RecipeError(f"recipe key 'model.lora.r' must be >= 0 (0 = full fine-tuning), got {recipe.model.lora.r}")
+    if not 0 <= float(recipe.model.gradient_checkpointing) <= 1:
+        raise RecipeError("recipe key 'model.gradient_checkpointing' must be true, false or a fraction of the layers "
+                          f"in [0, 1], got {recipe.model.gradient_checkpointing}")
     if recipe.save_adapter_only and recipe.model.lora.r == 0:
         raise RecipeError("recipe key 'save_adapter_only' needs LoRA: set model.lora.r > 0")
 

@@ -54,15 +54,17 @@ class RewardScorer(nn.Module):
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
+        # The model's layer classes, for FSDP's transformer-based wrapping (one shard group per layer).
+        self._no_split_modules = getattr(classifier_of(model), "_no_split_modules", None) or []
 
     def forward(self, batch: PairBatch) -> torch.Tensor:
         if batch.position_ids is None:
             return sequence_rewards(self.model, batch.input_ids, batch.attention_mask)
         classifier = classifier_of(self.model)
-        mask = batch.attention_mask
-        if classifier.config._attn_implementation != "sdpa":  # eager attention adds the mask to the scores
-            dtype = classifier.get_input_embeddings().weight.dtype
-            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        # Additive once here, not a boolean mask every attention layer would convert (and keep for its backward).
+        dtype = classifier.get_input_embeddings().weight.dtype
+        mask = torch.zeros(batch.attention_mask.shape, dtype=dtype, device=batch.attention_mask.device)
+        mask.masked_fill_(~batch.attention_mask, torch.finfo(dtype).min)
         hidden = classifier.base_model(
             input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids
         ).last_hidden_state

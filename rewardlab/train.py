@@ -7,6 +7,7 @@ and accumulation steps, so the run computes the same losses on 1 process as on N
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -100,7 +101,13 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
     params = [p for p in task.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     set_seed(recipe.seed)
+    # Sharded engines leave no full copy of the weights on any process: keep the structure for the final save.
+    skeleton = meta_copy(task.model) if shards_parameters(accelerator) else None
     model, optimizer, loader = accelerator.prepare(task.model, optimizer, loader)
+    if skeleton is not None:
+        # FSDP 2 replaced the parameters (by DTensors), and Accelerate clips an FSDP model's gradients only when
+        # given all its parameters (frozen ones have no gradient and count for nothing).
+        params = list(model.parameters())
     model.train()  # from_pretrained returns eval mode; dropout (where a recipe keeps it) must be live
 
     steps_per_epoch = math.ceil(len(loader) / accelerator.gradient_accumulation_steps)
@@ -162,10 +169,43 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
         else:
             progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
     bar.close()
-    return finish(accelerator, recipe, task, model, progress, time.perf_counter() - started)
+    return finish(accelerator, recipe, task, model, progress, time.perf_counter() - started, skeleton)
 
 
-def finish(accelerator: Accelerator, recipe: Recipe, task, model, progress: Progress, elapsed: float) -> dict:
+def shards_parameters(accelerator: Accelerator) -> bool:
+    """Whether no process holds all the weights after ``prepare`` (FSDP, DeepSpeed ZeRO-3)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    return (accelerator.distributed_type == DistributedType.DEEPSPEED
+            and accelerator.state.deepspeed_plugin.zero_stage == 3)
+
+
+def meta_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` whose parameters are on the meta device (no memory): the structure the final save fills
+    with the gathered weights. Buffers are copied as they are (they are small and not sharded)."""
+    memo = {}
+    for param in module.parameters():
+        shape = getattr(param, "ds_shape", param.shape)  # ZeRO-3 partitioned at init: the data is empty
+        memo[id(param)] = torch.nn.Parameter(torch.empty(shape, dtype=param.dtype, device="meta"),
+                                             requires_grad=param.requires_grad)
+    return copy.deepcopy(module, memo)
+
+
+def final_model(accelerator: Accelerator, model, skeleton: torch.nn.Module | None) -> torch.nn.Module | None:
+    """The trained model, unwrapped and whole, on the main process (None elsewhere). Call it on every process: under
+    FSDP and ZeRO-3 it gathers the shards into a full state dict (on the CPU, main process) and loads it into
+    ``skeleton``, the unsharded structure."""
+    if skeleton is None:
+        return accelerator.unwrap_model(model) if accelerator.is_main_process else None
+    state_dict = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    skeleton.load_state_dict(state_dict, assign=True)
+    return skeleton
+
+
+def finish(accelerator: Accelerator, recipe: Recipe, task, model, progress: Progress, elapsed: float,
+           skeleton: torch.nn.Module | None = None) -> dict:
     """Final evaluation and the saved model."""
     measured_on = "eval" if task.eval_data else "train"
     data = task.eval_data or task.train_data[:256]
@@ -173,9 +213,10 @@ def finish(accelerator: Accelerator, recipe: Recipe, task, model, progress: Prog
     accelerator.log(_prefixed("eval/", metrics), step=progress.step)
     info = {"evaluated_on": measured_on, "steps": progress.step, "train_seconds": round(elapsed, 1),
             "main_metric": task.main_metric, "metrics": metrics}
+    trained = final_model(accelerator, model, skeleton)
     if accelerator.is_main_process:
         out = Path(recipe.output_dir)
-        task.save(accelerator.unwrap_model(model), out, info)
+        task.save(trained, out, info)
         accelerator.print(task.format(f"{measured_on} ({recipe.eval_data or recipe.train_data})", metrics))
         accelerator.print(f"saved to {out} after {progress.step} steps in {elapsed:.1f}s")
     accelerator.wait_for_everyone()

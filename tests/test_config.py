@@ -41,6 +41,9 @@ def test_bad_values_name_the_key_and_what_is_allowed():
         load_recipe(None, ["batch_size=eight"])
     with pytest.raises(RecipeError, match=r"'max_steps' must be a positive integer"):
         load_recipe(None, ["max_steps=0"])
+    with pytest.raises(RecipeError, match=r"'model.gradient_checkpointing' must be true, false or a fraction"):
+        load_recipe(None, ["model.gradient_checkpointing=1.5"])
+    assert load_recipe(None, ["model.gradient_checkpointing=0.25"]).model.gradient_checkpointing == 0.25
 
 
 def test_missing_recipe_file_is_an_error(tmp_path: Path):

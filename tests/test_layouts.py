@@ -7,7 +7,7 @@ import torch
 
 from conftest import synthetic_rows
 from rewardlab.data.collate import PackedCollator, PadCollator
-from rewardlab.data.encode import EncodeReport, PairEncoder
+from rewardlab.data.encode import EncodedPair, EncodeReport, PairEncoder
 from rewardlab.data.formats import PreferencePair
 from rewardlab.heads import RewardScorer
 
@@ -50,8 +50,6 @@ def test_layouts_equal_the_padded_path(tiny, name, share_prompt):
 def test_prefix_sharing_computes_the_prompt_once_and_restarts_positions(tiny):
     """prompt 3 tokens, chosen 2, rejected 1: one row of 6, rejected positions restart at 3; the rejected token
     sees the prompt but not the chosen tokens."""
-    from rewardlab.data.encode import EncodedPair
-
     pair = EncodedPair(prompt_ids=[10, 11, 12], chosen_ids=[20, 21], rejected_ids=[30])
     batch = PackedCollator(pad_token_id=0, encoder=False, share_prompt=True)([pair])
     assert batch.input_ids.tolist() == [[10, 11, 12, 20, 21, 30]]
@@ -82,3 +80,41 @@ def test_prefix_sharing_on_an_encoder_is_a_recipe_error(tmp_path):
     assert resolve_layout("auto", encoder=True) == "packed" and resolve_layout("auto", encoder=False) == "prefix_shared"
     with pytest.raises(RecipeError, match="prefix_shared needs a causal LM"):
         resolve_layout("prefix_shared", encoder=True)
+
+
+def test_checkpointing_a_fraction_of_the_layers_recomputes_those_only_and_keeps_the_gradients(tiny):
+    """tiny-llama has 2 layers; 0.5 checkpoints the first: its MLP runs twice (the second time in the backward
+    pass), the other layer's once, and every gradient equals the run without checkpointing."""
+    from rewardlab.backbones import load_backbone
+    from rewardlab.config import ModelSettings
+
+    pairs = encoded_pairs(tiny, "tiny-llama")
+    batch = PackedCollator(tiny["tiny-llama"].tokenizer.pad_token_id, False, share_prompt=True)(pairs)
+    grads, calls = {}, {}
+    for fraction in (0.0, 0.5):
+        model = load_backbone(ModelSettings(name="tiny-llama", gradient_checkpointing=fraction), seed=0).model.train()
+        layers = model.model.layers
+        assert [layer.gradient_checkpointing for layer in layers] == [fraction > 0, False]
+        counts = [0, 0]
+        for i, layer in enumerate(layers):
+            layer.mlp.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+        RewardScorer(model)(batch).square().sum().backward()
+        calls[fraction] = counts
+        grads[fraction] = {n: p.grad for n, p in model.named_parameters()}
+    assert calls == {0.0: [1, 1], 0.5: [2, 1]}
+    for name, grad in grads[0.0].items():
+        torch.testing.assert_close(grads[0.5][name], grad, atol=1e-6, rtol=1e-5)
+
+
+def test_row_width_trades_padding_against_attention():
+    """Units of 6, 4 and 3 tokens. Width 6: three rows (18 slots); width 7: [6] and [4, 3] (14 slots); width 13: one
+    row, no padding, but every token attends over 13 slots. cost = slots × (1 + attention_cost × width)."""
+    from rewardlab.data.collate import first_fit_decreasing, row_width
+
+    assert first_fit_decreasing([6, 4, 3], 7) == [[0], [1, 2]]
+    assert row_width([6, 4, 3], attention_cost=0.0) == 13  # 13 < 14 < 18
+    assert row_width([6, 4, 3], attention_cost=1.0) == 7  # 14·8 = 112 < 18·7 = 126 < 13·14 = 182
+    pairs = [EncodedPair(prompt_ids=[1] * n, chosen_ids=[2] * 2, rejected_ids=[3]) for n in (3, 2, 1)]
+    batch = PackedCollator(pad_token_id=0, encoder=False, share_prompt=True, attention_cost=0.0)(pairs)
+    assert batch.input_ids.shape == (1, 15)  # units of 6, 5 and 4 tokens in one row: no padding at all
+    assert (batch.input_ids == 0).sum() == 0

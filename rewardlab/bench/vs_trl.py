@@ -48,7 +48,7 @@ def prepare(spec: dict):
 
     # no dropout anywhere (TRL's disable_dropout), so both compute the same deterministic function
     lora = LoraSettings(r=spec["lora_r"], alpha=2 * spec["lora_r"], dropout=0.0)
-    settings = ModelSettings(name=spec["model"], lora=lora)
+    settings = ModelSettings(name=spec["model"], lora=lora, gradient_checkpointing=spec["gradient_checkpointing"])
     backbone = load_backbone(settings, spec["seed"])
     pairs, _ = read_pairs(spec["data"])
     encoded, _ = PairEncoder(backbone.tokenizer, backbone.encoder, spec["max_length"]).encode_pairs(pairs)
@@ -99,7 +99,7 @@ def run_rewardlab(spec: dict) -> dict:
     out = Path(spec["workdir"], "rewardlab")
     recipe = load_recipe(None, [
         f"model.name={spec['model']}", f"model.lora.r={spec['lora_r']}", f"model.lora.alpha={2 * spec['lora_r']}",
-        "model.lora.dropout=0",
+        "model.lora.dropout=0", f"model.gradient_checkpointing={spec['gradient_checkpointing']}",
         f"train_data={spec['data']}", "eval_data=null", f"max_length={spec['max_length']}",
         f"batch_size={spec['batch_size']}", f"max_steps={spec['steps']}", f"learning_rate={spec['lr']}",
         "warmup_ratio=0", "logging_steps=1", f"seed={spec['seed']}", f"layout={spec['layout']}", f"output_dir={out}",
@@ -108,6 +108,51 @@ def run_rewardlab(spec: dict) -> dict:
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "train/loss" in r]
     return {"losses": [r["train/loss"] for r in steps], "step_seconds": [r["train/step_seconds"] for r in steps]}
+
+
+LINEAR_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
+ATTENTION_OPS = ("aten::_scaled_dot_product_flash_attention_for_cpu",
+                 "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
+
+
+def profile_step(spec: dict, rate: float) -> None:
+    """Where one rewardlab optimizer step (forward, backward, AdamW) spends its time: torch.profiler's operators by
+    self CPU time, and the share spent in matrix multiplies with the rate they ran at against the machine's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from rewardlab.heads import RewardScorer, pair_rewards
+    from rewardlab.objectives import BradleyTerryLoss
+    from rewardlab.tasks.reward import make_collator, resolve_layout
+
+    backbone, pairs = prepare(spec)
+    layout = resolve_layout(spec["layout"], backbone.encoder)
+    collate = make_collator(layout, backbone)
+    scorer = RewardScorer(backbone.model).train()
+    optimizer = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=spec["lr"])
+
+    def step(batch):
+        BradleyTerryLoss()(*pair_rewards(scorer, batch)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    batches = [collate(pairs[i : i + spec["batch_size"]]) for i in (0, spec["batch_size"])]
+    step(batches[0])  # warm-up
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        started = time.perf_counter()
+        step(batches[1])
+        seconds = time.perf_counter() - started
+    events = prof.key_averages()
+    print(f"\nprofile of one rewardlab step ({layout}, {seconds:.1f} s):")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    linear = [e for e in events if e.key in LINEAR_OPS]
+    linear_seconds = sum(e.self_cpu_time_total for e in linear) / 1e6
+    linear_rate = sum(e.flops for e in linear) / max(linear_seconds, 1e-9)
+    attention_seconds = sum(e.self_cpu_time_total for e in events if e.key in ATTENTION_OPS) / 1e6
+    print(f"of {total:.2f} s: matrix multiplies {linear_seconds:.2f} s ({linear_seconds / total:.0%}) at "
+          f"{linear_rate / 1e9:.1f} GFLOP/s ({linear_rate / rate:.0%} of the measured rate); fused attention "
+          f"{attention_seconds:.2f} s ({attention_seconds / total:.0%}); everything else "
+          f"{(total - linear_seconds - attention_seconds) / total:.0%}")
 
 
 def rss_gb() -> float:
@@ -161,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", default="auto", help="rewardlab's layout (auto, padded, packed, prefix_shared)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--gradient-checkpointing", type=float, default=0.0,
+                        help="rewardlab's model.gradient_checkpointing: the fraction of layers checkpointed")
     parser.add_argument("--trl-gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                         help="TRL's RewardConfig default is on")
     parser.add_argument("--tolerance", type=float, default=2e-3)
+    parser.add_argument("--profile", action="store_true", help="also profile one rewardlab step (torch.profiler)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -172,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     workdir = tempfile.mkdtemp(prefix="rewardlab-vs-trl-")
-    spec = {k: v for k, v in vars(args).items() if k not in ("worker", "spec", "rounds", "tolerance")}
+    spec = {k: v for k, v in vars(args).items() if k not in ("worker", "spec", "rounds", "tolerance", "profile")}
     spec["workdir"] = workdir
     Path(workdir, "spec.json").write_text(json.dumps(spec))
     results = {"trl": [], "rewardlab": []}
@@ -183,14 +231,18 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(json.loads(Path(workdir, f"{name}.json").read_text()))
     rate = matmul_rate()
     flops, tokens = model_flops(spec, *prepare(spec))
-    return report(spec, results, rate, flops, tokens, args.tolerance)
+    failed = report(spec, results, rate, flops, tokens, args.tolerance)
+    if args.profile:
+        profile_step(spec, rate)
+    return failed
 
 
 def report(spec, results, rate, flops, tokens, tolerance) -> int:
     steps = spec["steps"]
     print(f"\n{spec['model']} {'LoRA r=' + str(spec['lora_r']) if spec['lora_r'] else 'full fine-tuning'}, "
           f"{spec['batch_size']} pairs a step, {steps} steps, max_length {spec['max_length']}, fp32, "
-          f"rewardlab layout {spec['layout']}; TRL gradient checkpointing {spec['trl_gradient_checkpointing']}")
+          f"rewardlab layout {spec['layout']}, gradient checkpointing on {spec['gradient_checkpointing']:.0%} of the "
+          f"layers; TRL gradient checkpointing {spec['trl_gradient_checkpointing']}")
     print(f"machine matmul rate: {rate / 1e9:.1f} GFLOP/s; unique tokens in the {steps} steps: {tokens:,}")
     summary = {}
     for name, runs in results.items():

@@ -142,19 +142,40 @@ class Packed:
     reward_index: dict[tuple[int, int], int]
 
 
-def pack(units: list[Unit], pad_token_id: int, encoder: bool, width: int | None = None) -> Packed:
-    """Lay units first-fit decreasing into rows of ``width`` tokens (default: the longest unit)."""
-    width = width or max(len(u.ids) for u in units)
+def first_fit_decreasing(lengths: list[int], width: int) -> list[list[int]]:
+    """Indices of ``lengths`` laid into rows of ``width``: longest first, each into the first row with room."""
     rows: list[list[int]] = []
     room: list[int] = []
-    for i in sorted(range(len(units)), key=lambda i: -len(units[i].ids)):
-        row = next((k for k, free in enumerate(room) if free >= len(units[i].ids)), None)
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((k for k, free in enumerate(room) if free >= lengths[i]), None)
         if row is None:
             rows.append([])
             room.append(width)
             row = len(rows) - 1
         rows[row].append(i)
-        room[row] -= len(units[i].ids)
+        room[row] -= lengths[i]
+    return rows
+
+
+def row_width(lengths: list[int], attention_cost: float) -> int:
+    """The row width that makes a batch cheapest to compute. Every slot of a row costs one token through the
+    weights (padding included), plus ``attention_cost`` for each slot it attends over (the fused kernels compute
+    the whole masked square): cost = rows × width × (1 + attention_cost × width). Narrow rows waste slots on
+    padding, wide ones attend over more; candidates run from the longest unit to one row holding everything."""
+    longest, total = max(lengths), sum(lengths)
+    candidates = {total} | {min(total, longest + k * longest // 8) for k in range(4 * 8)}
+    return min(sorted(candidates),
+               key=lambda w: len(first_fit_decreasing(lengths, w)) * w * (1 + attention_cost * w))
+
+
+def pack(units: list[Unit], pad_token_id: int, encoder: bool, width: int | None = None,
+         attention_cost: float | None = None) -> Packed:
+    """Lay units first-fit decreasing into rows of ``width`` tokens; by default the cheapest width for
+    ``attention_cost`` (see :func:`row_width`), or the longest unit when that is not given."""
+    lengths = [len(u.ids) for u in units]
+    if width is None:
+        width = max(lengths) if attention_cost is None else row_width(lengths, attention_cost)
+    rows = first_fit_decreasing(lengths, width)
 
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
@@ -192,12 +213,14 @@ def attention_mask(unit_of: torch.Tensor, part_of: torch.Tensor, encoder: bool) 
 
 
 class PackedCollator:
-    """Collate pairs into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only)."""
+    """Collate pairs into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only).
+    ``attention_cost`` (see :func:`row_width`) picks the row width; None keeps rows as wide as the longest unit."""
 
-    def __init__(self, pad_token_id: int, encoder: bool, share_prompt: bool):
+    def __init__(self, pad_token_id: int, encoder: bool, share_prompt: bool, attention_cost: float | None = None):
         if share_prompt and encoder:
             raise ValueError("prefix sharing needs causal attention: an encoder's prompt tokens would see the response")
         self.pad_token_id, self.encoder, self.share_prompt = pad_token_id, encoder, share_prompt
+        self.attention_cost = attention_cost
 
     def __call__(self, pairs: list[EncodedPair]) -> PairBatch:
         if self.share_prompt:
@@ -207,7 +230,7 @@ class PackedCollator:
             units = [shared_prompt_unit([], [p.prompt_ids + getattr(p, response)])
                      for response in ("chosen_ids", "rejected_ids") for p in pairs]
             keys = [(u, 1) for u in range(len(units))]
-        packed = pack(units, self.pad_token_id, self.encoder)
+        packed = pack(units, self.pad_token_id, self.encoder, attention_cost=self.attention_cost)
         return PairBatch(
             input_ids=packed.input_ids,
             attention_mask=packed.attention_mask,

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from rewardlab.backbones import TINY_BACKBONES, disable_dropout, tiny_config, tiny_tokenizer, trainable_parameters
+from rewardlab.backbones import TINY_BACKBONES, checkpoint_layers, disable_dropout, tiny_config, tiny_tokenizer, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, build, to_dict
 from rewardlab.data.images import PROMPT_TEMPLATES, ImageCaption, ImageTextCollator, read_image_captions
 from rewardlab.heads import pool
@@ -126,7 +126,7 @@ class ClipTask:
         if not recipe.model.dropout:
             disable_dropout(text_model)
         if recipe.model.gradient_checkpointing:
-            text_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            checkpoint_layers(text_model, float(recipe.model.gradient_checkpointing))
         self.model = build_two_tower(recipe, text_model)
         self.model.freeze(recipe.clip.freeze_image_tower, recipe.clip.freeze_text_tower)
         trainable, total = trainable_parameters(self.model)

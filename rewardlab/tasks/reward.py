@@ -7,7 +7,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from rewardlab.backbones import Backbone, load_backbone, trainable_parameters
+from rewardlab.backbones import Backbone, attention_cost, load_backbone, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, to_dict
 from rewardlab.data.collate import PackedCollator, PadCollator
 from rewardlab.data.sampling import LengthGroupedSampler
@@ -54,10 +54,11 @@ def resolve_layout(layout: str, encoder: bool) -> str:
     return layout
 
 
-def make_collator(layout: str, pad_token_id: int, encoder: bool):
+def make_collator(layout: str, backbone: Backbone):
+    pad_token_id, encoder = backbone.tokenizer.pad_token_id, backbone.encoder
     if layout == "padded":
         return PadCollator(pad_token_id, encoder)
-    return PackedCollator(pad_token_id, encoder, share_prompt=layout == "prefix_shared")
+    return PackedCollator(pad_token_id, encoder, layout == "prefix_shared", attention_cost(backbone.model))
 
 
 class RewardTask:
@@ -77,7 +78,7 @@ class RewardTask:
         self.layout = resolve_layout(recipe.layout, self.backbone.encoder)
         log(f"layout: {self.layout}" + (" (auto)" if recipe.layout == "auto" else "")
             + (", pairs grouped by length" if recipe.group_by_length else ""))
-        self.collate = make_collator(self.layout, self.backbone.tokenizer.pad_token_id, self.backbone.encoder)
+        self.collate = make_collator(self.layout, self.backbone)
         self.sampler = (LengthGroupedSampler([p.length for p in self.train_data], recipe.batch_size, recipe.seed)
                         if recipe.group_by_length else None)
         self.loss_fn = BradleyTerryLoss(recipe.loss.label_smoothing, recipe.loss.center_coefficient)

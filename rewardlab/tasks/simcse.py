@@ -27,6 +27,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from rewardlab.backbones import (
     TINY_BACKBONES,
+    checkpoint_layers,
     disable_dropout,
     is_encoder,
     tiny_config,
@@ -181,7 +182,7 @@ def load_backbone_model(settings: ModelSettings, seed: int = 0):
     if pooler is not None:
         pooler.requires_grad_(False)  # BERT's pooler is not used (pooling happens here): kept as it is, untrained
     if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_layers(model, float(settings.gradient_checkpointing))
     if settings.lora.r > 0:
         from peft import LoraConfig, TaskType, get_peft_model
 
