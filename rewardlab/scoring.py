@@ -11,16 +11,19 @@ ones go a few at a time, little is spent on padding, and the rewards come back i
 
 from __future__ import annotations
 
+import copy
+import inspect
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.backbones import is_encoder
-from rewardlab.data.collate import PairBatch, pack, pad_sequences, shared_prompt_unit
+from rewardlab.data.collate import _reward_token, pad_sequences
+from rewardlab.data.collate import attention_mask as unit_attention
 from rewardlab.data.encode import EncodeReport, PairEncoder
 from rewardlab.data.formats import DataError
-from rewardlab.heads import RewardScorer, sequence_rewards
+from rewardlab.heads import classifier_of, head_rewards, sequence_rewards
 from rewardlab.offline import resolve_offline
 from rewardlab.save import load_info
 
@@ -140,35 +143,58 @@ class RewardModel:
 
     @torch.inference_mode()
     def score_candidates(self, prompt: Text, candidates: list[Text]) -> list[float]:
-        """Rewards of n responses to one prompt with the prompt computed once (causal LMs): rows
-        ``[prompt | candidate 1 | candidate 2 | …]`` in which each candidate sees the prompt and itself, positioned
-        right after the prompt — the prefix-shared layout of training, with as many candidates a row as
-        ``token_budget`` allows. Equal to scoring each candidate with its prompt, except that past ``max_length``
-        the prompt is cut to fit the longest candidate."""
+        """Rewards of n responses to one prompt with the prompt computed once (causal LMs). One forward pass over the
+        prompt keeps its keys and values (the model's KV cache); then the candidates, end to end in one row as many
+        as ``token_budget`` allows, attend to that cache and each to itself only, positioned right after the prompt
+        — the prefix-shared layout of training, with the prompt's own attention done causally in its pass. Equal
+        to scoring each candidate with its prompt, except that past ``max_length`` the prompt is cut to fit the
+        longest candidate."""
         encoded = [self.encode_parts(prompt, c) for c in candidates]
         prompt_ids = encoded[0][0]
         chat = not (isinstance(prompt, str) and all(isinstance(c, str) for c in candidates))
         keep_front = 0 if chat else len(self.pair_encoder.prefix)
         prompt_ids, responses = self.pair_encoder.fit(prompt_ids, [r for _, r in encoded], keep_front, self.report)
-        groups, current, used = [], [], len(prompt_ids)
-        for k, response in enumerate(responses):
-            if current and used + len(response) > self.token_budget:
+        if not prompt_ids:  # nothing to share
+            return self.score_ids(responses)
+        classifier, pad_id, start = classifier_of(self.model), self.tokenizer.pad_token_id, len(prompt_ids)
+        device = next(self.model.parameters()).device
+        # transformers 5.x renamed past_key_values to cache (the old name warns, and goes in 5.40)
+        parameters = inspect.signature(classifier.base_model.forward).parameters
+        cache_arg = "cache" if "cache" in parameters else "past_key_values"
+        out = classifier.base_model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
+        prompt_hidden, cache = out.last_hidden_state[0], out[cache_arg]
+        dtype = prompt_hidden.dtype
+        reward_states = [None] * len(candidates)
+        for group in self.candidate_groups([len(r) for r in responses]):
+            ids = [t for k in group for t in responses[k]]
+            part_of = torch.tensor([[i for i, k in enumerate(group, 1) for _ in responses[k]]])
+            allowed = unit_attention(torch.zeros_like(part_of), part_of, encoder=False)[0, 0]  # each sees itself
+            mask = torch.zeros(1, 1, len(ids), start + len(ids), dtype=dtype)
+            mask[0, 0, :, start:].masked_fill_(~allowed, torch.finfo(dtype).min)  # and the whole prompt
+            positions = [start + i for k in group for i in range(len(responses[k]))]
+            states = classifier.base_model(
+                input_ids=torch.tensor([ids], device=device), attention_mask=mask.to(device),
+                position_ids=torch.tensor([positions], device=device), use_cache=True, **{cache_arg: cache},
+            ).last_hidden_state[0]
+            cache.crop(-len(ids))  # back to the prompt alone, for the next group
+            offset = 0
+            for k in group:
+                token = _reward_token(prompt_ids + responses[k], list(range(start + len(responses[k]))), pad_id, False)
+                # a response of pad tokens only is read where the prompt ends, as one-by-one scoring does
+                reward_states[k] = prompt_hidden[token] if token < start else states[offset + token - start]
+                offset += len(responses[k])
+        return head_rewards(classifier, torch.stack(reward_states)).float().tolist()
+
+    def candidate_groups(self, lengths: list[int]) -> list[list[int]]:
+        """Consecutive candidates in groups of at most ``token_budget`` tokens (a longer one goes alone)."""
+        groups, current, used = [], [], 0
+        for k, length in enumerate(lengths):
+            if current and used + length > self.token_budget:
                 groups.append(current)
-                current, used = [], len(prompt_ids)
+                current, used = [], 0
             current.append(k)
-            used += len(response)
-        groups.append(current)
-        scorer, device = RewardScorer(self.model), next(self.model.parameters()).device
-        rewards = [0.0] * len(candidates)
-        for group in groups:
-            packed = pack([shared_prompt_unit(prompt_ids, [responses[k] for k in group])],
-                          self.tokenizer.pad_token_id, encoder=False)
-            index = torch.tensor([packed.reward_index[0, part] for part in range(1, len(group) + 1)])
-            batch = PairBatch(packed.input_ids, packed.attention_mask, index, torch.zeros(0), torch.zeros(0), [],
-                              packed.position_ids).to(device)
-            for k, reward in zip(group, scorer(batch).float().tolist()):
-                rewards[k] = reward
-        return rewards
+            used += length
+        return groups + [current]
 
     def normalize(self, rewards: list[float]) -> list[float]:
         """``(r − reward_mean) / reward_std`` with the statistics saved with the model."""

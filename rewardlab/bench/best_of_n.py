@@ -1,6 +1,6 @@
 """Best-of-n scoring with the prompt computed once, against scoring every candidate with its prompt.
 
-    python -m rewardlab.bench.best_of_n --model smollm2-135m --prompts 12 --n 8
+    python -m rewardlab.bench.best_of_n --model smollm2-135m --prompts 12 --n 8 [--min-prompt-tokens 200]
 
 Prompts are HH-RLHF dialogues (long shared context, as in RLHF); the candidates of a prompt are its own chosen and
 rejected replies plus replies of other rows. Three ways, same model, same rewards (checked to 1e-3):
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=12)
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--min-prompt-tokens", type=int, default=0, help="only prompts at least this long")
     args = parser.parse_args(argv)
 
     rm = RewardModel.load(args.model, max_length=args.max_length)
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(0)
     replies = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     tasks = []
-    for pair in rng.sample(pairs, args.prompts):
+    long_enough = [p for p in pairs if len(rm.encode_parts(p.prompt, p.chosen)[0]) >= args.min_prompt_tokens]
+    for pair in rng.sample(long_enough, args.prompts):
         tasks.append((pair.prompt, [pair.chosen, pair.rejected] + rng.sample(replies, args.n - 2)))
     rm.rank(*tasks[0])  # warm-up
 
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     reference = results["loop, one candidate at a time"]
     worst = max(abs(a - b) for name in results for got, ref in zip(results[name], reference) for a, b in zip(got, ref))
     tokens = sum(len(rm.encode(p, c)) for p, cs in tasks for c in cs)
-    print(f"{args.model}, {args.prompts} prompts × {args.n} candidates, {tokens:,} tokens scored one by one")
+    once = sum(len(rm.encode_parts(p, cs[0])[0]) + sum(len(rm.encode_parts(p, c)[1]) for c in cs) for p, cs in tasks)
+    print(f"{args.model}, {args.prompts} prompts × {args.n} candidates, {tokens:,} tokens scored one by one, "
+          f"{once:,} with each prompt once (the most computing the prompt once can save: {tokens / once:.2f}×)")
     base = seconds["loop, one candidate at a time"]
     for name, s in seconds.items():
         print(f"  {name:32} {s:8.2f} s  {args.prompts * args.n / s:7.2f} candidates/s  {base / s:5.2f}×")
