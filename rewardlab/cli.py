@@ -55,9 +55,9 @@ def cmd_eval(args) -> None:
     ):
         return _eval_sts(args)
 
+    from rewardlab.backbones import Backbone
     from rewardlab.data.encode import PairEncoder
     from rewardlab.data.formats import read_pairs
-    from rewardlab.backbones import Backbone
     from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
     from rewardlab.heads import RewardScorer
     from rewardlab.scoring import load_reward_model

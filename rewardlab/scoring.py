@@ -11,7 +11,6 @@ ones go a few at a time, little is spent on padding, and the rewards come back i
 
 from __future__ import annotations
 
-import copy
 import inspect
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.backbones import is_encoder
-from rewardlab.data.collate import _reward_token, pad_sequences
+from rewardlab.data.collate import pad_sequences, reward_token
 from rewardlab.data.collate import attention_mask as unit_attention
 from rewardlab.data.encode import EncodeReport, PairEncoder
 from rewardlab.data.formats import DataError
@@ -179,7 +178,7 @@ class RewardModel:
             cache.crop(-len(ids))  # back to the prompt alone, for the next group
             offset = 0
             for k in group:
-                token = _reward_token(prompt_ids + responses[k], list(range(start + len(responses[k]))), pad_id, False)
+                token = reward_token(prompt_ids + responses[k], list(range(start + len(responses[k]))), pad_id, False)
                 # a response of pad tokens only is read where the prompt ends, as one-by-one scoring does
                 reward_states[k] = prompt_hidden[token] if token < start else states[offset + token - start]
                 offset += len(responses[k])

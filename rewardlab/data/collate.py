@@ -99,7 +99,7 @@ class PadCollator:
         )
 
 
-def _reward_token(ids: list[int], offsets: list[int], pad_token_id: int | None, encoder: bool) -> int:
+def reward_token(ids: list[int], offsets: list[int], pad_token_id: int | None, encoder: bool) -> int:
     """Of a sequence's tokens ``ids`` (at row offsets ``offsets``), the offset of its reward token: the first for
     encoders, else the rightmost that is not the pad token (the rule of :func:`score_positions`)."""
     if encoder:
@@ -193,7 +193,7 @@ def pack(units: list[Unit], pad_token_id: int, encoder: bool, width: int | None 
             part_of[r, start:end] = torch.tensor(unit.parts)
             for part in {p for p in unit.parts if p > 0}:
                 seen = [k for k, p in enumerate(unit.parts) if p in (0, part)]
-                token = _reward_token([unit.ids[k] for k in seen], [start + k for k in seen], pad_token_id, encoder)
+                token = reward_token([unit.ids[k] for k in seen], [start + k for k in seen], pad_token_id, encoder)
                 reward_index[u, part] = r * width + token
             start = end
     return Packed(input_ids, position_ids, attention_mask(unit_of, part_of, encoder), reward_index)
