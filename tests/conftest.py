@@ -1,4 +1,6 @@
+import importlib.metadata
 import json
+import os
 import random
 from pathlib import Path
 
@@ -13,6 +15,41 @@ torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Under CI a test may skip only for data that is really absent, never for a package the test command should have
+# installed: such a skip would let a change that breaks the feature land green.
+STRICT_SKIPS = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+MISSING_PACKAGE = ("not installed", "could not import")
+MISSING_DATA = "../shared/data is not here"
+
+
+def installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def needs(distribution: str):
+    """Skip unless the pip distribution is installed (a failure under CI: the test command installs it)."""
+    return pytest.mark.skipif(not installed(distribution), reason=f"{distribution} not installed")
+
+
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=MISSING_DATA)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (STRICT_SKIPS and report.skipped and isinstance(report.longrepr, tuple)):
+        return
+    reason = report.longrepr[2].removeprefix("Skipped: ")
+    package = any(phrase in reason for phrase in MISSING_PACKAGE)
+    data = MISSING_DATA in reason and SHARED_DATA.is_dir()
+    if package or data:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI, where it must run: {reason}"
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

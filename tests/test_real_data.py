@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, needs_shared_data
 from rewardlab.backbones import tiny_tokenizer
 from rewardlab.config import load_recipe
 from rewardlab.data.encode import PairEncoder
@@ -10,7 +10,7 @@ from rewardlab.data.formats import read_pairs
 from rewardlab.train import train
 
 HH_TRAIN, HH_DEV = SHARED_DATA / "hh-harmless-train.jsonl", SHARED_DATA / "hh-harmless-dev.jsonl"
-pytestmark = pytest.mark.skipif(not HH_TRAIN.is_file(), reason="../shared/data is not here")
+pytestmark = needs_shared_data
 
 
 def test_hh_rows_all_parse_with_the_prompt_up_to_the_last_assistant_turn():
