@@ -12,7 +12,7 @@ Every layout carries ``score_index``, the flat position (row × width + column) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -33,6 +33,7 @@ class PairBatch:
     - ``response_lengths``: (2b,) tokens in each response (for the length-bias diagnostic)
     - ``margin``: (b,) the rows' margins (0 where absent)
     - ``sources``: b strings
+    - ``origins``: b strings, each pair's ``file:line``
     """
 
     input_ids: torch.Tensor
@@ -42,6 +43,7 @@ class PairBatch:
     margin: torch.Tensor
     sources: list[str]
     position_ids: torch.Tensor | None = None
+    origins: list[str] = field(default_factory=list)
 
     def to(self, device) -> "PairBatch":
         return PairBatch(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
@@ -96,6 +98,7 @@ class PadCollator:
             response_lengths=torch.tensor([len(r) for r in responses], dtype=torch.long),
             margin=torch.tensor([p.margin for p in pairs], dtype=torch.float),
             sources=[p.source for p in pairs],
+            origins=[p.origin for p in pairs],
         )
 
 
@@ -239,4 +242,5 @@ class PackedCollator:
             margin=torch.tensor([p.margin for p in pairs], dtype=torch.float),
             sources=[p.source for p in pairs],
             position_ids=packed.position_ids,
+            origins=[p.origin for p in pairs],
         )

@@ -24,6 +24,7 @@ class EncodedPair:
     rejected_ids: list[int]
     margin: float = 0.0
     source: str = ""
+    origin: str = ""  # file:line of the row, for messages
 
     @property
     def length(self) -> int:
@@ -107,7 +108,7 @@ class PairEncoder:
             report.dropped.append(pair.origin)
             return None
         prompt_ids, (chosen_ids, rejected_ids) = fitted
-        return EncodedPair(prompt_ids, chosen_ids, rejected_ids, pair.margin, pair.source)
+        return EncodedPair(prompt_ids, chosen_ids, rejected_ids, pair.margin, pair.source, pair.origin)
 
     def encode_pairs(self, pairs: list[PreferencePair], name: str = "data") -> tuple[list[EncodedPair], EncodeReport]:
         report = EncodeReport()
