@@ -43,8 +43,6 @@ def _eval_sts(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    import torch
-
     from rewardlab.evaluate_sts import has_sts_columns
     from rewardlab.offline import resolve_offline
     from rewardlab.save import load_info
@@ -55,25 +53,21 @@ def cmd_eval(args) -> None:
     ):
         return _eval_sts(args)
 
-    from rewardlab.backbones import Backbone
-    from rewardlab.data.encode import PairEncoder
-    from rewardlab.data.formats import read_pairs
     from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
-    from rewardlab.heads import RewardScorer
-    from rewardlab.scoring import load_reward_model
-    from rewardlab.tasks.reward import chat_renderer, make_collator, resolve_layout
+    from rewardlab.scoring import RewardModel
+    from rewardlab.tasks.reward import load_pairs, make_collator, resolve_layout
 
-    model, tokenizer, encoder, info = load_reward_model(args.model)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    pair_encoder = PairEncoder(tokenizer, encoder, args.max_length or info.get("max_length", 512), "truncate")
-    collator = make_collator(resolve_layout("auto", encoder), Backbone(model, tokenizer, encoder))
+    def log(message):
+        print(message, file=sys.stderr)
+
+    reward_model = RewardModel.load(args.model, args.max_length)
+    layout, note = resolve_layout(args.layout, reward_model.module, key="--layout")
+    log(f"{args.model}: layout {layout}" + (f" ({note})" if note else "") + f", max_length {reward_model.max_length}")
+    collate = make_collator(layout, reward_model.module)
     results = {}
     for path in args.data:
-        pairs, read_report = read_pairs(path, args.split, chat_renderer(tokenizer))
-        encoded, encode_report = pair_encoder.encode_pairs(pairs, path)
-        print(f"{path}: {read_report.summary()}; {encode_report.summary()}", file=sys.stderr)
-        chosen, rejected = score_pairs(RewardScorer(model), encoded, collator, args.batch_size, device)
+        encoded = load_pairs(path, args.split, reward_model.policy, log)
+        chosen, rejected = score_pairs(reward_model.module, encoded, collate, args.batch_size, reward_model.module.device)
         results[path] = preference_metrics(chosen, rejected, encoded)
         print(format_metrics(path, results[path]))
         if args.plot:
@@ -223,6 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write a PNG per file into this folder")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, help="default: the length the model was trained with, else 512")
+    p.add_argument("--layout", default="auto", choices=("auto", "padded", "packed", "prefix_shared"),
+                   help="how pairs become rows (as in training; default: auto, the fastest exact one)")
     p.add_argument("--pooling", choices=("cls", "mean", "last"),
                    help="STS: sentence embedding pooling (default: the saved model's, else mean for encoders and "
                         "last for causal LMs)")

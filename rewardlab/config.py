@@ -35,6 +35,9 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
+    # The frozen weights' dtype: `same` as model.dtype, or `checkpoint` (as saved: bfloat16 for most hub LLMs, half
+    # the memory of fp32), fp32, bf16, fp16. Adapters and head are always in model.dtype.
+    frozen_dtype: str = choice("same", ("same", "checkpoint", "fp32", "bf16", "fp16"))
 
 
 @dataclass
@@ -44,6 +47,9 @@ class ModelSettings:
 
     name: str = "tiny-llama"
     lora: LoraSettings = field(default_factory=LoraSettings)
+    # The dtype of the trained weights, whatever the checkpoint's (fp32: master weights; `precision: bf16` is mixed
+    # precision over them); `auto` keeps the checkpoint's.
+    dtype: str = choice("fp32", ("fp32", "bf16", "fp16", "auto"))
     # Dropout in the backbone while training. Off for Bradley–Terry: the two rewards of a pair should differ
     # because the responses differ, not because two dropout masks did.
     dropout: bool = False

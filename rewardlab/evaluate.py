@@ -7,24 +7,22 @@ from collections import defaultdict
 
 import torch
 
-from rewardlab.data.collate import PadCollator
 from rewardlab.data.encode import EncodedPair
-from rewardlab.heads import pair_rewards
 
 
 @torch.no_grad()
 def score_pairs(
-    model: torch.nn.Module, pairs: list[EncodedPair], collator: PadCollator, batch_size: int, device
+    model: torch.nn.Module, pairs: list[EncodedPair], collator, batch_size: int, device
 ) -> tuple[list[float], list[float]]:
-    """(chosen, rejected) rewards of every pair, in input order; batches are formed from length-sorted pairs so
-    little is spent on padding."""
+    """(chosen, rejected) rewards of every pair from a :class:`~rewardlab.model.RewardModule` (possibly wrapped by
+    Accelerate), in input order; batches are formed from length-sorted pairs so little is spent on padding."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
     chosen, rejected = [0.0] * len(pairs), [0.0] * len(pairs)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        c, r = pair_rewards(model, collator([pairs[i] for i in idx]).to(device))
+        c, r = model(collator([pairs[i] for i in idx]).to(device)).chunk(2)
         for i, cv, rv in zip(idx, c.float().tolist(), r.float().tolist()):
             chosen[i], rejected[i] = cv, rv
     model.train(was_training)

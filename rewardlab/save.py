@@ -1,8 +1,14 @@
 """Save a trained reward model as a plain transformers ``AutoModelForSequenceClassification`` folder.
 
 The folder holds the model (LoRA merged by default, or the adapter alone on request), the tokenizer, the resolved
-recipe (``recipe.yaml``) and ``rewardlab.json`` with the reward mean/std measured on the evaluation set. The mean and
-std are also written into ``config.json`` (``reward_mean``, ``reward_std``), where plain transformers keeps them.
+recipe (``recipe.yaml``) and ``rewardlab.json`` with the reward mean/std measured on the evaluation set and the
+encoding policy (``encoding``). The mean and std are also written into ``config.json`` (``reward_mean``,
+``reward_std``), where plain transformers keeps them, and the tokenizer is saved truncating from the left at the
+model's ``max_length``, so ``tokenizer(text, truncation=True)`` cuts a long text as rewardlab does.
+
+The weights are saved in the dtype they were trained in (``config.json``'s ``dtype``, which plain transformers
+loads them in); LoRA over frozen weights of a lower precision is merged in the trained dtype, so no update is lost
+to rounding.
 """
 
 from __future__ import annotations
@@ -22,13 +28,23 @@ def save_reward_model(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload") and not adapter_only:
+        trained = {p.dtype for p in model.parameters() if p.requires_grad}
+        if len(trained) == 1 and {p.dtype for p in model.parameters()} != trained:
+            model = model.to(trained.pop())  # frozen bfloat16 + float32 adapters: merge in float32
         model = model.merge_and_unload()
     config = model.config if not adapter_only else model.base_model.model.config
     config.reward_mean, config.reward_std = info.get("reward_mean"), info.get("reward_std")
     model.save_pretrained(out)
     if adapter_only:
         config.save_pretrained(out)  # the base config, with pad token and reward statistics, next to the adapter
-    tokenizer.save_pretrained(out)
+    max_length = info.get("encoding", {}).get("max_length") or info.get("max_length")
+    truncation_side, model_max_length = tokenizer.truncation_side, tokenizer.model_max_length
+    tokenizer.truncation_side, tokenizer.model_max_length = "left", max_length or model_max_length
+    try:
+        tokenizer.save_pretrained(out)
+    finally:
+        tokenizer.truncation_side, tokenizer.model_max_length = truncation_side, model_max_length
+    info = {**info, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return out

@@ -30,7 +30,7 @@ def test_overrides_reach_nested_keys_and_parse_values():
 def test_unknown_key_lists_the_valid_ones():
     with pytest.raises(RecipeError, match=r"unknown recipe key 'batchsize'.*batch_size.*learning_rate"):
         load_recipe(None, ["batchsize=4"])
-    with pytest.raises(RecipeError, match=r"unknown recipe key 'model.lora.rank'.*alpha, dropout, r, target_modules"):
+    with pytest.raises(RecipeError, match=r"unknown recipe key 'model.lora.rank'.*alpha, dropout, frozen_dtype, r, target_modules"):
         load_recipe(None, ["model.lora.rank=4"])
 
 

@@ -7,58 +7,52 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from rewardlab.backbones import Backbone, attention_cost, load_backbone, trainable_parameters
+from rewardlab.backbones import attention_cost, load_backbone, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, to_dict
 from rewardlab.data.collate import PackedCollator, PadCollator
-from rewardlab.data.sampling import LengthGroupedSampler
-from rewardlab.data.encode import EncodedPair, PairEncoder
+from rewardlab.data.encode import EncodedPair, EncodingPolicy
 from rewardlab.data.formats import read_pairs
+from rewardlab.data.sampling import LengthGroupedSampler
 from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
-from rewardlab.heads import RewardScorer, pair_rewards
+from rewardlab.model import LAYOUTS, RewardModule
 from rewardlab.objectives import BradleyTerryLoss
 from rewardlab.save import save_reward_model
 
 
-def chat_renderer(tokenizer):
-    """Messages → text with the tokenizer's chat template (None when it has none)."""
-    if not tokenizer.chat_template:
-        return None
-    return lambda messages, prompt_only: tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=prompt_only
-    )
+def load_pairs(source: str | None, split: str, policy: EncodingPolicy, log) -> list[EncodedPair]:
+    """Read and encode one file's pairs, reporting what was skipped, cut or dropped."""
+    if source is None:
+        return []
+    pairs, read_report = read_pairs(source, split, policy.chat_renderer)
+    encoded, encode_report = policy.encode_pairs(pairs, source)
+    log(f"{source}: {read_report.summary()}; {encode_report.summary()}")
+    return encoded
 
 
-def load_pairs(recipe: Recipe, backbone: Backbone, log) -> tuple[list[EncodedPair], list[EncodedPair]]:
-    """Read and encode the training and evaluation pairs, reporting what was skipped, cut or dropped."""
-    encoder = PairEncoder(backbone.tokenizer, backbone.encoder, recipe.max_length, recipe.truncation)
-    splits = []
-    for source, split in ((recipe.train_data, recipe.train_split), (recipe.eval_data, recipe.eval_split)):
-        if source is None:
-            splits.append([])
-            continue
-        pairs, read_report = read_pairs(source, split, chat_renderer(backbone.tokenizer))
-        encoded, encode_report = encoder.encode_pairs(pairs, source)
-        log(f"{source}: {read_report.summary()}; {encode_report.summary()}")
-        splits.append(encoded)
-    return splits[0], splits[1]
-
-
-def resolve_layout(layout: str, encoder: bool) -> str:
-    """``auto`` → prefix sharing for causal LMs (exact there), packing for encoders (whose prompt tokens see the
-    response, so they cannot share a prompt)."""
-    if layout == "prefix_shared" and encoder:
-        raise RecipeError("recipe key 'layout': prefix_shared needs a causal LM; this backbone is an encoder "
+def resolve_layout(layout: str, module: RewardModule, key: str = "recipe key 'layout'") -> tuple[str, str]:
+    """(the layout to use, a note for the log). ``auto`` → prefix sharing for causal LMs (exact there), packing for
+    encoders (whose prompt tokens see the response, so they cannot share a prompt), each where the model computes it
+    exactly (:func:`rewardlab.model.probe_layouts`), else ``padded``."""
+    if layout == "prefix_shared" and module.encoder:
+        raise RecipeError(f"{key}: prefix_shared needs a causal LM; this backbone is an encoder "
                           "(choose one of: auto, padded, packed)")
-    if layout == "auto":
-        return "packed" if encoder else "prefix_shared"
-    return layout
-
-
-def make_collator(layout: str, backbone: Backbone):
-    pad_token_id, encoder = backbone.tokenizer.pad_token_id, backbone.encoder
     if layout == "padded":
-        return PadCollator(pad_token_id, encoder)
-    return PackedCollator(pad_token_id, encoder, layout == "prefix_shared", attention_cost(backbone.model))
+        return layout, ""
+    supported, why = module.layouts()
+    if layout == "auto":
+        preferred = "packed" if module.encoder else "prefix_shared"
+        chosen = next(name for name in (preferred, "packed", "padded") if name in supported)
+        return chosen, "auto" + (f"; {why}" if chosen != preferred else "")
+    if layout not in supported:
+        raise RecipeError(f"{key}: {layout} does not compute this model exactly ({why}); choose one "
+                          f"of: auto, {', '.join(name for name in LAYOUTS if name in supported)}")
+    return layout, ""
+
+
+def make_collator(layout: str, module: RewardModule):
+    if layout == "padded":
+        return PadCollator(module.pad_token_id, module.encoder)
+    return PackedCollator(module.pad_token_id, module.encoder, layout == "prefix_shared", attention_cost(module.classifier))
 
 
 class RewardTask:
@@ -68,24 +62,28 @@ class RewardTask:
 
     def __init__(self, recipe: Recipe, log):
         self.recipe = recipe
-        self.backbone = load_backbone(recipe.model, recipe.seed)
-        self.model = RewardScorer(self.backbone.model)
+        backbone = load_backbone(recipe.model, recipe.seed)
+        self.tokenizer = backbone.tokenizer
+        self.model = RewardModule(backbone.model, backbone.encoder)
         trainable, total = trainable_parameters(self.model)
         log(f"model {recipe.model.name}: {trainable:,} of {total:,} parameters trained "
-            f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}), "
-            f"{'encoder (reward at first token)' if self.backbone.encoder else 'causal LM (reward at last real token)'}")
-        self.train_data, self.eval_data = load_pairs(recipe, self.backbone, log)
-        self.layout = resolve_layout(recipe.layout, self.backbone.encoder)
-        log(f"layout: {self.layout}" + (" (auto)" if recipe.layout == "auto" else "")
+            f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}; "
+            f"{backbone.dtypes}), "
+            f"{'encoder (reward at first token)' if backbone.encoder else 'causal LM (reward at last real token)'}")
+        self.policy = EncodingPolicy(backbone.tokenizer, backbone.encoder, recipe.max_length, recipe.truncation)
+        self.train_data = load_pairs(recipe.train_data, recipe.train_split, self.policy, log)
+        self.eval_data = load_pairs(recipe.eval_data, recipe.eval_split, self.policy, log)
+        self.layout, note = resolve_layout(recipe.layout, self.model)
+        log(f"layout: {self.layout}" + (f" ({note})" if note else "")
             + (", pairs grouped by length" if recipe.group_by_length else ""))
-        self.collate = make_collator(self.layout, self.backbone)
+        self.collate = make_collator(self.layout, self.model)
         self.sampler = (LengthGroupedSampler([p.length for p in self.train_data], recipe.batch_size, recipe.seed)
                         if recipe.group_by_length else None)
         self.loss_fn = BradleyTerryLoss(recipe.loss.label_smoothing, recipe.loss.center_coefficient)
         self.rewards: tuple[list[float], list[float]] = ([], [])
 
     def loss(self, model, batch):
-        chosen, rejected = pair_rewards(model, batch)
+        chosen, rejected = model(batch).chunk(2)
         loss = self.loss_fn(chosen, rejected, batch.margin if self.recipe.loss.use_margin else None)
         return loss, {"accuracy": (chosen > rejected).float().mean()}
 
@@ -102,11 +100,12 @@ class RewardTask:
     def format(self, name: str, metrics: dict) -> str:
         return format_metrics(name, metrics)
 
-    def save(self, model: RewardScorer, output_dir: Path, info: dict) -> None:
+    def save(self, model: RewardModule, output_dir: Path, info: dict) -> None:
         metrics = info["metrics"]
         info = {"reward_mean": metrics["reward_mean"], "reward_std": metrics["reward_std"],
-                "max_length": self.recipe.max_length, "encoder": self.backbone.encoder, **info}
-        save_reward_model(model.model, self.backbone.tokenizer, output_dir, to_dict(self.recipe), info,
+                "max_length": self.recipe.max_length, "encoder": model.encoder, "layout": self.layout,
+                "encoding": self.policy.to_dict(), **info}
+        save_reward_model(model.model, self.tokenizer, output_dir, to_dict(self.recipe), info,
                           self.recipe.save_adapter_only)
         if self.recipe.plots:
             plot_rewards(*self.rewards, self.eval_data or self.train_data[: len(self.rewards[0])],
