@@ -60,7 +60,7 @@ class ModelSettings:
 
 @dataclass
 class LossSettings:
-    """Bradley–Terry: ``-log σ(r_chosen − r_rejected − margin)`` + ``center_coefficient · mean(r²)``."""
+    """Bradley–Terry: ``-log σ(r_chosen − r_rejected − margin)`` + ``center_coefficient · mean((r_chosen + r_rejected)²)``."""
 
     # Probability mass moved to "rejected is better" (conservative / noisy-label BT, as in cDPO).
     label_smoothing: float = 0.0

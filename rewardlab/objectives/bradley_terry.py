@@ -19,7 +19,9 @@ class BradleyTerryLoss(nn.Module):
     Args:
         label_smoothing: ε, the probability that a label is flipped: the loss becomes
             ``(1 − ε)·(−log σ(d)) + ε·(−log σ(−d))`` with ``d = r_c − r_r − m`` (conservative BT, as cDPO).
-        center_coefficient: adds ``c · mean(r²)`` over all 2b rewards, which keeps rewards centred on zero.
+        center_coefficient: adds ``c · mean((r_c + r_r)²)`` over the b pairs (Eisenstein et al.; TRL's
+            ``center_rewards_coefficient``): it pulls each pair's mean reward to zero without shrinking its margin,
+            as an L2 penalty on every reward would.
 
     Inputs (b = pairs): ``chosen`` (b,), ``rejected`` (b,), ``margin`` (b,) or None.
 
@@ -40,5 +42,5 @@ class BradleyTerryLoss(nn.Module):
         # PyTorch smooths towards the uniform ε'/k; with k = 2, ε' = 2ε puts exactly ε on the flipped label.
         loss = contrastive_cross_entropy(logits, label_smoothing=2 * self.label_smoothing)
         if self.center_coefficient:
-            loss = loss + self.center_coefficient * torch.cat([chosen, rejected]).float().pow(2).mean()
+            loss = loss + self.center_coefficient * (chosen + rejected).float().pow(2).mean()
         return loss
