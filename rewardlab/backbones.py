@@ -172,8 +172,8 @@ def cast_head_inputs(model: torch.nn.Module) -> None:
     inputs are cast to its own dtype, with or without autocast."""
     classifier = model.get_base_model() if hasattr(model, "get_base_model") else model
 
-    def cast(module, args, kwargs):
-        dtype = next(module.parameters()).dtype
+    def cast(module, args, kwargs):  # to the trained copy's dtype (peft keeps the frozen original beside it)
+        dtype = next((p for p in module.parameters() if p.requires_grad), next(module.parameters())).dtype
         return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args), kwargs
 
     for name in HEAD_MODULES:

@@ -62,6 +62,30 @@ def position_offset(classifier: nn.Module) -> int:
     return 0
 
 
+def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean → additive mask, once per batch (not converted by every attention layer and kept for its backward)."""
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def packed_masks(config, allowed: torch.Tensor, position_ids: torch.Tensor, encoder: bool, dtype: torch.dtype):
+    """The additive attention mask(s) of packed rows. A model with sliding-window layers (Gemma 2, Mistral,
+    ModernBERT, ...) applies its window only to the masks it builds itself, so here the window is applied by
+    position (the distance within a sequence, as in its padded row): one mask for every layer, or one per layer
+    type (``{"full_attention", "sliding_attention"}``), as transformers' models take them."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None) or []
+    if not window or (layer_types and "sliding_attention" not in layer_types):
+        return additive(allowed, dtype)
+    q, k = position_ids[:, None, :, None], position_ids[:, None, None, :]
+    # transformers' overlays: causal kv > q − window; bidirectional |q − kv| ≤ window
+    near = (q - k).abs() <= window if encoder else k > q - window
+    windowed = additive(allowed & near, dtype)
+    if not layer_types:  # every layer slides (Mistral, Phi-3 with a window)
+        return windowed
+    return {"full_attention": additive(allowed, dtype), "sliding_attention": windowed}
+
+
 class RewardModule(nn.Module):
     """A reward model as one module: ``forward(batch)`` → (2b,) rewards (chosen first) in any layout.
 
@@ -115,14 +139,15 @@ class RewardModule(nn.Module):
                score_index: torch.Tensor) -> torch.Tensor:
         """Rewards at the flat positions ``score_index`` of packed rows: ``allowed`` (r, 1, s, s) booleans say which
         key each query sees, ``position_ids`` (r, s) restart per sequence."""
-        # Additive once here, not a boolean mask every attention layer would convert (and keep for its backward).
-        dtype = self.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        return self.head(self.packed_states(input_ids, allowed, position_ids)[score_index])
+
+    def packed_states(self, input_ids: torch.Tensor, allowed: torch.Tensor, position_ids: torch.Tensor):
+        """(r·s, d) last hidden states of packed rows."""
+        masks = packed_masks(self.classifier.config, allowed, position_ids, self.encoder, self.dtype)
         hidden = self.classifier.base_model(
-            input_ids=input_ids, attention_mask=mask, position_ids=position_ids + position_offset(self.classifier)
+            input_ids=input_ids, attention_mask=masks, position_ids=position_ids + position_offset(self.classifier)
         ).last_hidden_state
-        return self.head(hidden.reshape(-1, hidden.shape[-1])[score_index])
+        return hidden.reshape(-1, hidden.shape[-1])
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """(n,) rewards of the (n, d) hidden states of reward tokens."""
@@ -218,13 +243,8 @@ def _probe(module: RewardModule, batch: PairBatch, reference: torch.Tensor, refe
            tolerance: float) -> str:
     """'' when ``batch`` gives the reference hidden states and rewards, else what went wrong."""
     classifier = module.classifier
-    dtype = module.dtype
-    mask = torch.zeros(batch.attention_mask.shape, dtype=dtype, device=batch.attention_mask.device)
-    mask.masked_fill_(~batch.attention_mask, torch.finfo(dtype).min)
     try:
-        hidden = classifier.base_model(input_ids=batch.input_ids, attention_mask=mask,
-                                       position_ids=batch.position_ids + position_offset(classifier)).last_hidden_state
-        states = hidden.reshape(-1, hidden.shape[-1])[batch.score_index]
+        states = module.packed_states(batch.input_ids, batch.attention_mask, batch.position_ids)[batch.score_index]
         rewards = module.head(states)
     except Exception as e:  # an attention that cannot take a 4-D mask, an unknown head: not this layout
         return f"{type(classifier).__name__} fails on an explicit attention mask ({type(e).__name__}: {str(e)[:120]})"

@@ -37,17 +37,30 @@ def save_reward_model(
     model.save_pretrained(out)
     if adapter_only:
         config.save_pretrained(out)  # the base config, with pad token and reward statistics, next to the adapter
-    max_length = info.get("encoding", {}).get("max_length") or info.get("max_length")
-    truncation_side, model_max_length = tokenizer.truncation_side, tokenizer.model_max_length
-    tokenizer.truncation_side, tokenizer.model_max_length = "left", max_length or model_max_length
-    try:
-        tokenizer.save_pretrained(out)
-    finally:
-        tokenizer.truncation_side, tokenizer.model_max_length = truncation_side, model_max_length
+    save_tokenizer(tokenizer, out, info.get("encoding", {}).get("max_length") or info.get("max_length"))
     info = {**info, "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return out
+
+
+def save_tokenizer(tokenizer, out: Path, max_length: int | None) -> None:
+    """The tokenizer, saved to truncate from the left at ``max_length`` (the tokenizer in memory is unchanged)."""
+    saved = {"truncation_side": "left", "model_max_length": max_length or tokenizer.model_max_length}
+    before = {key: getattr(tokenizer, key) for key in saved}
+    before_init = {key: tokenizer.init_kwargs.get(key) for key in saved}
+    for key, value in saved.items():  # save_pretrained writes init_kwargs; attributes for a consistent object
+        setattr(tokenizer, key, value)
+        tokenizer.init_kwargs[key] = value
+    try:
+        tokenizer.save_pretrained(out)
+    finally:
+        for key in saved:
+            setattr(tokenizer, key, before[key])
+            if before_init[key] is None:
+                tokenizer.init_kwargs.pop(key, None)
+            else:
+                tokenizer.init_kwargs[key] = before_init[key]
 
 
 def load_info(model_dir: str | Path) -> dict:
