@@ -109,7 +109,8 @@ class ClipSettings:
 class Recipe:
     """One training run. Paths are relative to the working directory."""
 
-    objective: str = choice("bradley_terry", ("bradley_terry", "simcse", "clip", "siglip"))
+    # bradley_terry: every comparison (pairs, rankings, graphs); plackett_luce: the likelihood of each ranking.
+    objective: str = choice("bradley_terry", ("bradley_terry", "plackett_luce", "simcse", "clip", "siglip"))
     model: ModelSettings = field(default_factory=ModelSettings)
     loss: LossSettings = field(default_factory=LossSettings)
     contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
@@ -124,6 +125,9 @@ class Recipe:
     layout: str = choice("auto", ("auto", "padded", "packed", "prefix_shared"))
     # Batches of pairs of similar length (shuffled between batches), so less is spent on padding.
     group_by_length: bool = False
+    # Pair files: the pairs that share a prompt form one example (a preference graph), each distinct response
+    # computed once, every pair in the loss. batch_size then counts prompts.
+    group_by_prompt: bool = False
     truncation: str = choice("truncate", ("truncate", "drop"), "what to do with pairs longer than max_length")
     # Pairs per optimizer step, over all processes and accumulation steps.
     batch_size: int = 8

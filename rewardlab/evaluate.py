@@ -7,26 +7,42 @@ from collections import defaultdict
 
 import torch
 
-from rewardlab.data.encode import EncodedPair
+from rewardlab.data.collate import sequence_order
 
 
 @torch.no_grad()
-def score_pairs(
-    model: torch.nn.Module, pairs: list[EncodedPair], collator, batch_size: int, device
-) -> tuple[list[float], list[float]]:
-    """(chosen, rejected) rewards of every pair from a :class:`~rewardlab.model.RewardModule` (possibly wrapped by
-    Accelerate), in input order; batches are formed from length-sorted pairs so little is spent on padding."""
+def score_examples(model: torch.nn.Module, examples: list, collator, batch_size: int, device) -> list[list[float]]:
+    """The rewards of every example's responses, in input order, from a :class:`~rewardlab.model.RewardModule`
+    (possibly wrapped by Accelerate); batches are formed from length-sorted examples so little is spent on padding."""
     was_training = model.training
     model.eval()
-    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
-    chosen, rejected = [0.0] * len(pairs), [0.0] * len(pairs)
+    order = sorted(range(len(examples)), key=lambda i: examples[i].length)
+    rewards: list[list[float]] = [[] for _ in examples]
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        c, r = model(collator([pairs[i] for i in idx]).to(device)).chunk(2)
-        for i, cv, rv in zip(idx, c.float().tolist(), r.float().tolist()):
-            chosen[i], rejected[i] = cv, rv
+        batch = collator([examples[i] for i in idx])
+        values = model(batch.to(device)).float().tolist()
+        for (g, _), value in zip(sequence_order([examples[i] for i in idx]), values):
+            rewards[idx[g]].append(value)
     model.train(was_training)
-    return chosen, rejected
+    return rewards
+
+
+def comparisons(examples: list, rewards: list[list[float]]) -> tuple[list[float], list[float]]:
+    """(better, worse) rewards of every comparison (edge), example by example: for pairs, (chosen, rejected)."""
+    better = [r[i] for e, r in zip(examples, rewards) for i, _ in e.edges]
+    worse = [r[j] for e, r in zip(examples, rewards) for _, j in e.edges]
+    return better, worse
+
+
+def score_pairs(model: torch.nn.Module, examples: list, collator, batch_size: int, device):
+    """(chosen, rejected) rewards of every comparison of ``examples`` (for pairs: of every pair), in input order."""
+    return comparisons(examples, score_examples(model, examples, collator, batch_size, device))
+
+
+def _edges(examples: list) -> list[tuple[int, int, str]]:
+    """(better response's length, worse response's length, source) of every comparison, as :func:`comparisons`."""
+    return [(len(e.responses[i]), len(e.responses[j]), e.source) for e in examples for i, j in e.edges]
 
 
 def _pearson(x: list[float], y: list[float]) -> float:
@@ -37,8 +53,9 @@ def _pearson(x: list[float], y: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
-def preference_metrics(chosen: list[float], rejected: list[float], pairs: list[EncodedPair]) -> dict:
-    """Pairwise metrics. A tie (equal rewards) counts as wrong and is reported in ``ties``.
+def preference_metrics(chosen: list[float], rejected: list[float], pairs: list) -> dict:
+    """Pairwise metrics over every comparison (for pairs: every pair; for rankings and preference graphs: every
+    edge, as :func:`comparisons` orders them). A tie (equal rewards) counts as wrong and is reported in ``ties``.
 
     - ``accuracy``: share of pairs with r_chosen > r_rejected
     - ``mean_margin``: mean of r_chosen − r_rejected
@@ -52,8 +69,9 @@ def preference_metrics(chosen: list[float], rejected: list[float], pairs: list[E
     wins = [c > r for c, r in zip(chosen, rejected)]
     rewards = chosen + rejected
     mean = sum(rewards) / len(rewards)
-    lengths = [len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]
-    shorter = [w for w, p in zip(wins, pairs) if len(p.chosen_ids) < len(p.rejected_ids)]
+    edges = _edges(pairs)
+    lengths = [b for b, _, _ in edges] + [w for _, w, _ in edges]
+    shorter = [win for win, (b, w, _) in zip(wins, edges) if b < w]
     metrics = {
         "pairs": n,
         "accuracy": sum(wins) / n,
@@ -66,9 +84,9 @@ def preference_metrics(chosen: list[float], rejected: list[float], pairs: list[E
         "shorter_chosen_pairs": len(shorter),
     }
     by_source = defaultdict(list)
-    for w, p in zip(wins, pairs):
-        if p.source:
-            by_source[p.source].append(w)
+    for win, (_, _, source) in zip(wins, edges):
+        if source:
+            by_source[source].append(win)
     if by_source:
         metrics["accuracy_by_source"] = {s: sum(v) / len(v) for s, v in sorted(by_source.items())}
     return metrics
@@ -89,7 +107,7 @@ def format_metrics(name: str, m: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_rewards(chosen: list[float], rejected: list[float], pairs: list[EncodedPair], path) -> None:
+def plot_rewards(chosen: list[float], rejected: list[float], pairs: list, path) -> None:
     """A PNG: chosen vs rejected reward histograms, and reward against response length."""
     import matplotlib
 
@@ -102,8 +120,9 @@ def plot_rewards(chosen: list[float], rejected: list[float], pairs: list[Encoded
     left.hist(rejected, bins=bins, alpha=0.6, label="rejected")
     left.set(xlabel="reward", ylabel="pairs", title="reward distributions")
     left.legend()
-    right.scatter([len(p.chosen_ids) for p in pairs], chosen, s=6, alpha=0.5, label="chosen")
-    right.scatter([len(p.rejected_ids) for p in pairs], rejected, s=6, alpha=0.5, label="rejected")
+    edges = _edges(pairs)
+    right.scatter([b for b, _, _ in edges], chosen, s=6, alpha=0.5, label="chosen")
+    right.scatter([w for _, w, _ in edges], rejected, s=6, alpha=0.5, label="rejected")
     right.set(xlabel="response length (tokens)", ylabel="reward", title="reward vs length")
     right.legend()
     fig.tight_layout()

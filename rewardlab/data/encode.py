@@ -38,9 +38,32 @@ class EncodingError(DataError):
 
 
 @dataclass
+class EncodedGroup:
+    """Token ids of one prompt and k responses: sequence i is ``prompt_ids + responses[i]`` (``prompt_ids``: the
+    ids all k share in front). ``edges``: (better, worse) response indices, with ``margins``; ``levels``: each
+    response's rank level (0 = best, equal = tied) where the data ranks them, else None; ``edge_weight``: the
+    weight of each of its edges in the loss (a ranking of k counts once, as InstructGPT weights its C(k, 2)
+    comparisons; a pair, or a pair of a preference graph, counts once)."""
+
+    prompt_ids: list[int]
+    responses: list[list[int]]
+    edges: list[tuple[int, int]]
+    margins: list[float]
+    levels: list[int] | None = None
+    edge_weight: float = 1.0
+    source: str = ""
+    origin: str = ""  # file:line of the (first) row, for messages
+
+    @property
+    def length(self) -> int:
+        """Tokens of the longest sequence."""
+        return len(self.prompt_ids) + max(map(len, self.responses))
+
+
+@dataclass
 class EncodedPair:
     """Token ids of one pair: the sequences are ``prompt_ids + chosen_ids`` and ``prompt_ids + rejected_ids``
-    (``prompt_ids``: the ids the two share in front)."""
+    (``prompt_ids``: the ids the two share in front). A group of 2 responses with one edge."""
 
     prompt_ids: list[int]
     chosen_ids: list[int]
@@ -48,6 +71,17 @@ class EncodedPair:
     margin: float = 0.0
     source: str = ""
     origin: str = ""  # file:line of the row, for messages
+    levels = [0, 1]
+    edges = [(0, 1)]
+    edge_weight = 1.0
+
+    @property
+    def responses(self) -> list[list[int]]:
+        return [self.chosen_ids, self.rejected_ids]
+
+    @property
+    def margins(self) -> list[float]:
+        return [self.margin]
 
     @property
     def length(self) -> int:
@@ -57,7 +91,7 @@ class EncodedPair:
 
 @dataclass
 class EncodeReport:
-    pairs: int = 0
+    pairs: int = 0  # examples encoded: pairs, or groups of k responses
     truncated_prompt: int = 0
     truncated_response: int = 0
     dropped: list[str] = field(default_factory=list)
@@ -265,9 +299,29 @@ class EncodingPolicy:
         prompt_ids, (chosen_ids, rejected_ids) = fitted
         return EncodedPair(prompt_ids, chosen_ids, rejected_ids, pair.margin, pair.source, pair.origin)
 
-    def encode_pairs(self, pairs: list[PreferencePair], name: str = "data") -> tuple[list[EncodedPair], EncodeReport]:
+    def encode_preference_group(self, group, report: EncodeReport) -> EncodedGroup | None:
+        """A :class:`~rewardlab.data.groups.PreferenceGroup` → ids (None when dropped past ``max_length``)."""
+        if group.chat:
+            wholes = [group.prompt + r for r in group.responses]
+        else:
+            wholes = [self.texts(group.prompt, r)[1] for r in group.responses]
+        try:
+            fitted = self.encode_group(group.prompt, wholes, group.chat, report, self.truncation == "drop")
+        except EncodingError as e:
+            raise EncodingError(f"{group.origin}: {e}") from None
+        if fitted is None:
+            report.dropped.append(group.origin)
+            return None
+        weight = 1 / len(group.edges) if group.levels is not None else 1.0
+        return EncodedGroup(fitted[0], fitted[1], group.edges, group.margins, group.levels, weight, group.source,
+                            group.origin)
+
+    def encode_pairs(self, pairs: list, name: str = "data") -> tuple[list, EncodeReport]:
+        """Encode pairs (:class:`PreferencePair`) or groups (:class:`~rewardlab.data.groups.PreferenceGroup`)."""
         report = EncodeReport()
-        encoded = [e for e in (self.encode_pair(p, report) for p in pairs) if e is not None]
+        encode = lambda p: self.encode_pair(p, report) if isinstance(p, PreferencePair) else \
+            self.encode_preference_group(p, report)
+        encoded = [e for e in map(encode, pairs) if e is not None]
         report.pairs = len(encoded)
         if not encoded:
             raise DataError(f"{name}: every pair is longer than max_length={self.max_length} ({report.summary()})")

@@ -1,4 +1,5 @@
-"""The reward model: preference pairs → Bradley–Terry on rewards read from a sequence-classification head."""
+"""The reward model: preference pairs, rankings or preference graphs → Bradley–Terry over every comparison, or
+Plackett–Luce over every ranking, on rewards read from a sequence-classification head."""
 
 from __future__ import annotations
 
@@ -10,22 +11,29 @@ from accelerate.utils import gather_object
 from rewardlab.backbones import attention_cost, load_backbone, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, to_dict
 from rewardlab.data.collate import PackedCollator, PadCollator
-from rewardlab.data.encode import EncodedPair, EncodingPolicy
-from rewardlab.data.formats import read_pairs
+from rewardlab.data.encode import EncodingPolicy
+from rewardlab.data.formats import iter_rows, read_pairs
+from rewardlab.data.groups import is_ranking_row, read_groups
 from rewardlab.data.sampling import LengthGroupedSampler
 from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
 from rewardlab.model import LAYOUTS, RewardModule
-from rewardlab.objectives import BradleyTerryLoss
+from rewardlab.objectives import BradleyTerryLoss, PlackettLuceLoss
 from rewardlab.save import save_reward_model
 
 
-def load_pairs(source: str | None, split: str, policy: EncodingPolicy, log) -> list[EncodedPair]:
-    """Read and encode one file's pairs, reporting what was skipped, cut or dropped."""
+def load_pairs(source: str | None, split: str, policy: EncodingPolicy, log, group_by_prompt: bool = False) -> list:
+    """Read and encode one file's examples, reporting what was skipped, cut or dropped: pairs, or groups for ranking
+    files and for pair files grouped by prompt (:mod:`rewardlab.data.groups`)."""
     if source is None:
         return []
-    pairs, read_report = read_pairs(source, split, policy.chat_renderer)
-    encoded, encode_report = policy.encode_pairs(pairs, source)
-    log(f"{source}: {read_report.summary()}; {encode_report.summary()}")
+    first = next(iter_rows(source, split), (None, None))[0]
+    if group_by_prompt or (first is not None and is_ranking_row(first)):
+        examples, summary = read_groups(source, split, policy.chat_renderer, group_by_prompt)
+    else:
+        examples, report = read_pairs(source, split, policy.chat_renderer)
+        summary = report.summary()
+    encoded, encode_report = policy.encode_pairs(examples, source)
+    log(f"{source}: {summary}; {encode_report.summary()}")
     return encoded
 
 
@@ -71,23 +79,34 @@ class RewardTask:
             f"{backbone.dtypes}), "
             f"{'encoder (reward at first token)' if backbone.encoder else 'causal LM (reward at last real token)'}")
         self.policy = EncodingPolicy(backbone.tokenizer, backbone.encoder, recipe.max_length, recipe.truncation)
-        self.train_data = load_pairs(recipe.train_data, recipe.train_split, self.policy, log)
-        self.eval_data = load_pairs(recipe.eval_data, recipe.eval_split, self.policy, log)
+        self.train_data = load_pairs(recipe.train_data, recipe.train_split, self.policy, log, recipe.group_by_prompt)
+        self.eval_data = load_pairs(recipe.eval_data, recipe.eval_split, self.policy, log, recipe.group_by_prompt)
+        if recipe.objective == "plackett_luce" and any(e.levels is None for e in self.train_data):
+            raise RecipeError("recipe key 'objective': plackett_luce needs ranked responses (ranking rows with "
+                              "ranks or scores, or plain pairs); pairs grouped by prompt are a graph with no order: "
+                              "use bradley_terry")
         self.layout, note = resolve_layout(recipe.layout, self.model)
         log(f"layout: {self.layout}" + (f" ({note})" if note else "")
             + (", pairs grouped by length" if recipe.group_by_length else ""))
         self.collate = make_collator(self.layout, self.model)
         self.sampler = (LengthGroupedSampler([p.length for p in self.train_data], recipe.batch_size, recipe.seed)
                         if recipe.group_by_length else None)
-        self.loss_fn = BradleyTerryLoss(recipe.loss.label_smoothing, recipe.loss.center_coefficient)
+        self.loss_fn = (PlackettLuceLoss() if recipe.objective == "plackett_luce" else
+                        BradleyTerryLoss(recipe.loss.label_smoothing, recipe.loss.center_coefficient))
         self.rewards: tuple[list[float], list[float]] = ([], [])
 
     def loss(self, model, batch):
-        chosen, rejected = model(batch).chunk(2)
-        loss = self.loss_fn(chosen, rejected, batch.margin if self.recipe.loss.use_margin else None)
-        return loss, {"accuracy": (chosen > rejected).float().mean()}
+        rewards = model(batch)
+        better, worse = rewards[batch.edges[:, 0]], rewards[batch.edges[:, 1]]
+        if isinstance(self.loss_fn, PlackettLuceLoss):
+            loss = self.loss_fn(rewards, batch.group, batch.levels)
+        else:
+            loss = self.loss_fn(better, worse, batch.margin if self.recipe.loss.use_margin else None,
+                                batch.edge_weight)
+        accuracy = ((better > worse).float() * batch.edge_weight).sum() / batch.edge_weight.sum()
+        return loss, {"accuracy": accuracy}
 
-    def evaluate(self, accelerator: Accelerator, model, data: list[EncodedPair]) -> dict:
+    def evaluate(self, accelerator: Accelerator, model, data: list) -> dict:
         with accelerator.split_between_processes(data) as shard:
             chosen, rejected = score_pairs(model, shard, self.collate, self.eval_batch_size, accelerator.device)
         self.rewards = gather_object(chosen), gather_object(rejected)
