@@ -99,8 +99,8 @@ def tiny_config(name: str, vocab_size: int):
 TINY_BACKBONES = ("tiny-llama", "tiny-gpt2", "tiny-bert")
 
 
-def load_backbone(settings: ModelSettings, seed: int = 0) -> Backbone:
-    """Load (or build) the model named in ``settings`` with a 1-output reward head, ready for training.
+def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -> Backbone:
+    """Load (or build) the model named in ``settings`` with a ``num_labels``-output reward head, ready for training.
 
     Dtypes (torchtune's rule, "the dtype you train in is the dtype you asked for"): the trained weights are
     ``settings.dtype`` (fp32 master weights by default), whatever dtype the checkpoint was saved in (hub LLMs ship
@@ -113,12 +113,15 @@ def load_backbone(settings: ModelSettings, seed: int = 0) -> Backbone:
         encoder = settings.name == "tiny-bert"
         tokenizer = tiny_tokenizer(encoder)
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(tiny_config(settings.name, len(tokenizer)))
+        config = tiny_config(settings.name, len(tokenizer))
+        config.num_labels = num_labels
+        model = AutoModelForSequenceClassification.from_config(config)
         if frozen != "auto":
             model.to(frozen)
     else:
         torch.manual_seed(seed)  # the new head's initial weights
-        model, tokenizer, encoder = load_classifier(resolve_offline(settings.name) or settings.name, dtype=frozen)
+        model, tokenizer, encoder = load_classifier(resolve_offline(settings.name) or settings.name, num_labels,
+                                                    dtype=frozen)
     trained_dtype = model.get_input_embeddings().weight.dtype if trained == "auto" else trained
     if not settings.dropout:
         disable_dropout(model)

@@ -53,7 +53,7 @@ def cmd_eval(args) -> None:
     ):
         return _eval_sts(args)
 
-    from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
+    from rewardlab.evaluate import comparisons, evaluation, format_metrics, plot_rewards, score_examples
     from rewardlab.scoring import RewardModel
     from rewardlab.tasks.reward import load_pairs, make_collator, resolve_layout
 
@@ -67,10 +67,11 @@ def cmd_eval(args) -> None:
     results = {}
     for path in args.data:
         encoded = load_pairs(path, args.split, reward_model.policy, log)
-        chosen, rejected = score_pairs(reward_model.module, encoded, collate, args.batch_size, reward_model.module.device)
-        results[path] = preference_metrics(chosen, rejected, encoded)
+        outputs = score_examples(reward_model.module, encoded, collate, args.batch_size, reward_model.module.device)
+        results[path] = evaluation(encoded, outputs, reward_model.weighted)
         print(format_metrics(path, results[path]))
         if args.plot:
+            chosen, rejected = comparisons(encoded, [[reward_model.weighted(o) for o in e] for e in outputs])
             Path(args.plot).mkdir(parents=True, exist_ok=True)
             plot_rewards(chosen, rejected, encoded, Path(args.plot) / f"{Path(path).stem}.png")
     if args.json:

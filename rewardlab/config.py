@@ -67,6 +67,12 @@ class LossSettings:
     center_coefficient: float = 0.0
     # Subtract the rows' `margin` column (when present) inside the sigmoid.
     use_margin: bool = True
+    # regression: weight of Bradley–Terry on the weighted reward of a prompt's responses, next to the MSE.
+    pairwise_coefficient: float = 0.0
+    # odin: weights of |corr(quality, length)| − corr(length head, length) and of the heads' orthogonality. (At 1.0
+    # the length term kept tiny models from learning at all in tests/test_attributes.py; 0.3 learned on every seed.)
+    length_coefficient: float = 0.3
+    orthogonal_coefficient: float = 1.0
 
 
 @dataclass
@@ -109,8 +115,14 @@ class ClipSettings:
 class Recipe:
     """One training run. Paths are relative to the working directory."""
 
-    # bradley_terry: every comparison (pairs, rankings, graphs); plackett_luce: the likelihood of each ranking.
-    objective: str = choice("bradley_terry", ("bradley_terry", "plackett_luce", "simcse", "clip", "siglip"))
+    # bradley_terry: every comparison (pairs, rankings, graphs); plackett_luce: the likelihood of each ranking;
+    # regression: per-response attribute ratings (`attributes`); odin: Bradley–Terry with a separate length head.
+    objective: str = choice("bradley_terry",
+                            ("bradley_terry", "plackett_luce", "regression", "odin", "simcse", "clip", "siglip"))
+    # regression: the rating columns, one model output each (HelpSteer2: helpfulness, correctness, ...).
+    attributes: list[str] = field(default_factory=list)
+    # regression: the reward is Σ weight · attribute (default: equal weights); scoring can take others.
+    reward_weights: list[float] | None = None
     model: ModelSettings = field(default_factory=ModelSettings)
     loss: LossSettings = field(default_factory=LossSettings)
     contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
@@ -301,6 +313,12 @@ def validate(recipe: Recipe) -> None:
     if not 0 <= float(recipe.model.gradient_checkpointing) <= 1:
         raise RecipeError("recipe key 'model.gradient_checkpointing' must be true, false or a fraction of the layers "
                           f"in [0, 1], got {recipe.model.gradient_checkpointing}")
+    if (recipe.objective == "regression") != bool(recipe.attributes):
+        raise RecipeError("recipe key 'attributes' names the rating columns of objective regression (and only "
+                          f"of it); got objective {recipe.objective} with attributes {recipe.attributes}")
+    if recipe.reward_weights is not None and len(recipe.reward_weights) != len(recipe.attributes):
+        raise RecipeError(f"recipe key 'reward_weights' needs one weight per attribute ({len(recipe.attributes)}), "
+                          f"got {recipe.reward_weights}")
     if recipe.save_adapter_only and recipe.model.lora.r == 0:
         raise RecipeError("recipe key 'save_adapter_only' needs LoRA: set model.lora.r > 0")
 

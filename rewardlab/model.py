@@ -53,6 +53,25 @@ def head_rewards(classifier: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     raise NotImplementedError(f"rewardlab does not know the head of {type(classifier).__name__}")
 
 
+def output_layer(classifier: nn.Module) -> nn.Linear:
+    """The head's last linear map, whose rows are the model's outputs (the trained copy under peft)."""
+    head = getattr(classifier, "score", None) or classifier.classifier
+    head = getattr(head, "modules_to_save", {}).get("default", head) if hasattr(head, "modules_to_save") else head
+    head = _unwrapped(head)
+    return head if isinstance(head, nn.Linear) else head.out_proj
+
+
+def keep_outputs(classifier: nn.Module, rows: list[int]) -> None:
+    """Keep only the outputs ``rows`` of a (merged, unwrapped) sequence classifier: ODIN keeps its quality head."""
+    layer = output_layer(classifier)
+    layer.weight = nn.Parameter(layer.weight.data[rows].clone())
+    if layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias.data[rows].clone())
+    layer.out_features = len(rows)
+    classifier.config.num_labels = len(rows)
+    classifier.num_labels = len(rows)
+
+
 def position_offset(classifier: nn.Module) -> int:
     """Where the model's position ids start: 0, except RoBERTa-style embeddings, which count from
     ``padding_idx + 1`` (fairseq's convention)."""

@@ -22,9 +22,11 @@ INFO_FILE = "rewardlab.json"
 
 
 def save_reward_model(
-    model, tokenizer, output_dir: str | Path, recipe: dict, info: dict, adapter_only: bool = False
+    model, tokenizer, output_dir: str | Path, recipe: dict, info: dict, adapter_only: bool = False,
+    keep_outputs: list[int] | None = None,
 ) -> Path:
-    """Write the folder; ``model`` is the unwrapped (possibly peft) model. Returns the folder."""
+    """Write the folder; ``model`` is the unwrapped (possibly peft) model; ``keep_outputs`` keeps only those of the
+    head's outputs (ODIN saves its quality head). Returns the folder."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload") and not adapter_only:
@@ -32,6 +34,12 @@ def save_reward_model(
         if len(trained) == 1 and {p.dtype for p in model.parameters()} != trained:
             model = model.to(trained.pop())  # frozen bfloat16 + float32 adapters: merge in float32
         model = model.merge_and_unload()
+    if keep_outputs is not None:
+        from rewardlab.model import keep_outputs as keep
+
+        if adapter_only:
+            raise ValueError("an adapter-only save cannot drop head outputs; save the merged model")
+        keep(model, keep_outputs)
     config = model.config if not adapter_only else model.base_model.model.config
     config.reward_mean, config.reward_std = info.get("reward_mean"), info.get("reward_std")
     model.save_pretrained(out)

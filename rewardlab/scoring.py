@@ -60,11 +60,15 @@ class RewardModel:
                  token_budget: int | None = None):
         self.module = model if isinstance(model, RewardModule) else RewardModule(model, encoder)
         config = self.module.classifier.config
-        if config.num_labels != 1:
-            raise ScoringError(f"a reward model has one output; {config._name_or_path or type(model).__name__} "
-                               f"has {config.num_labels} (is it a classifier rather than a reward model?)")
-        self.module.eval()
         self.info = info or {}
+        # A multi-attribute model (objective regression): one output per attribute, the reward their weighted sum.
+        self.attributes = self.info.get("attributes") or []
+        if config.num_labels != max(1, len(self.attributes)):
+            raise ScoringError(f"a reward model has one output (or one per rated attribute, named in rewardlab.json); "
+                               f"{config._name_or_path or type(model).__name__} has {config.num_labels} (is it a "
+                               f"classifier rather than a reward model?)")
+        self.reward_weights = self.info.get("reward_weights") or [1 / max(1, len(self.attributes))] * len(self.attributes)
+        self.module.eval()
         saved = self.info.get("encoding", {"max_length": self.info.get("max_length")})
         self.policy = EncodingPolicy.from_dict(tokenizer, encoder, saved, max_length)
         default_budget, self.min_fill = BATCHING.get(self.module.device.type, BATCHING["cuda"])
@@ -134,7 +138,7 @@ class RewardModel:
         if not shared:  # nothing to share
             return self.score_ids(responses)
         groups = self.candidate_groups([len(r) for r in responses])
-        return self.module.shared_prompt_rewards(shared, responses, groups)
+        return [self.weighted(o) for o in self.module.shared_prompt_rewards(shared, responses, groups)]
 
     def candidate_groups(self, lengths: list[int]) -> list[list[int]]:
         """Consecutive candidates in groups of at most ``token_budget`` tokens (a longer one goes alone)."""
@@ -179,14 +183,26 @@ class RewardModel:
             current.append(i)
         return batches + [current] if current else batches
 
-    def score_ids(self, sequences: list[list[int]]) -> list[float]:
-        """Rewards of encoded sequences, in input order, computed in token-budget batches."""
-        rewards = [0.0] * len(sequences)
+    def score_ids(self, sequences: list[list[int]], attributes: bool = False) -> list:
+        """Rewards of encoded sequences (or with ``attributes``, every output), in input order, computed in
+        token-budget batches."""
+        outputs = [0.0] * len(sequences)
         for batch in self.batches([len(s) for s in sequences]):
-            for i, reward in zip(batch, self.forward([sequences[i] for i in batch])):
-                rewards[i] = reward
-        return rewards
+            for i, output in zip(batch, self.module.score_sequences([sequences[i] for i in batch])):
+                outputs[i] = output
+        return outputs if attributes else [self.weighted(o) for o in outputs]
 
     def forward(self, sequences: list[list[int]]) -> list[float]:
         """Rewards of one batch of sequences: one forward pass, right-padded as in training."""
-        return self.module.score_sequences(sequences)
+        return [self.weighted(o) for o in self.module.score_sequences(sequences)]
+
+    def weighted(self, output: float | list[float]) -> float:
+        """A response's reward from its outputs: the one output, or Σ ``reward_weights`` · attribute."""
+        return output if isinstance(output, float) else sum(w * o for w, o in zip(self.reward_weights, output))
+
+    def score_attributes(self, prompts: list[Text], responses: list[Text]) -> list[dict[str, float]]:
+        """Every attribute of every (prompt, response) of a multi-attribute model, plus its weighted ``reward``."""
+        if not self.attributes:
+            raise ScoringError(f"{self.name} rates no attributes (it was not trained with objective regression)")
+        outputs = self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)], attributes=True)
+        return [dict(zip(self.attributes, o)) | {"reward": self.weighted(o)} for o in outputs]

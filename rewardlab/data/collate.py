@@ -41,6 +41,7 @@ class PairBatch:
       ``edge_weight``: (e,) each comparison's weight in the loss
     - ``group``: (n,) the example of each sequence; ``levels``: (n,) its rank level (0 = best), −1 without a ranking
     - ``sources``, ``origins``: b strings (``origins``: each example's ``file:line``)
+    - ``targets``: (n, a) attribute ratings per sequence (objective regression), else None
     """
 
     input_ids: torch.Tensor
@@ -55,6 +56,7 @@ class PairBatch:
     edge_weight: torch.Tensor | None = None
     group: torch.Tensor | None = None
     levels: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
     def to(self, device) -> "PairBatch":
         return PairBatch(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
@@ -89,6 +91,8 @@ def comparison_fields(examples: list[Example], order: list[tuple[int, int]]) -> 
                             dtype=torch.long),
         sources=[e.source for e in examples],
         origins=[e.origin for e in examples],
+        targets=torch.tensor([examples[g].targets[k] for g, k in order], dtype=torch.float)
+        if examples[0].targets is not None else None,
     )
 
 

@@ -53,6 +53,7 @@ class EncodedGroup:
     edge_weight: float = 1.0
     source: str = ""
     origin: str = ""  # file:line of the (first) row, for messages
+    targets: list[list[float]] | None = None  # per response, its attribute ratings (objective regression)
 
     @property
     def length(self) -> int:
@@ -74,6 +75,7 @@ class EncodedPair:
     levels = [0, 1]
     edges = [(0, 1)]
     edge_weight = 1.0
+    targets = None
 
     @property
     def responses(self) -> list[list[int]]:
@@ -314,7 +316,7 @@ class EncodingPolicy:
             return None
         weight = 1 / len(group.edges) if group.levels is not None else 1.0
         return EncodedGroup(fitted[0], fitted[1], group.edges, group.margins, group.levels, weight, group.source,
-                            group.origin)
+                            group.origin, group.ratings)
 
     def encode_pairs(self, pairs: list, name: str = "data") -> tuple[list, EncodeReport]:
         """Encode pairs (:class:`PreferencePair`) or groups (:class:`~rewardlab.data.groups.PreferenceGroup`)."""

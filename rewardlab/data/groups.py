@@ -7,6 +7,10 @@
   ``group_by_prompt: true``: the pairs that share a prompt become one group, each distinct response appears once,
   and every labelled pair is an edge (PandaLM's test set has 836 pairs over 153 prompts).
 
+- **Attribute ratings** (HelpSteer2's layout): ``{"prompt", "response", "<attribute>": number, ...}``, one response
+  a row, rated on the recipe's ``attributes``; the rows that share a prompt form one group, compared by their
+  weighted rating (for objective ``regression`` with a pairwise term).
+
 A group's ``levels`` order its responses (0 = best, equal levels tied) where the data gives a ranking; a graph
 from pairs has none (its edges need not be consistent with any order).
 """
@@ -33,6 +37,7 @@ class PreferenceGroup:
     source: str = ""
     chat: bool = False
     origin: str = ""
+    ratings: list[list[float]] | None = None  # per response, one number per attribute
 
 
 def is_ranking_row(row: dict) -> bool:
@@ -117,3 +122,30 @@ def read_groups(source: str, split: str = "train", render_chat=None, group_by_pr
     pairs, report = read_pairs(source, split, render_chat)
     groups = group_pairs(pairs)
     return groups, f"{report.summary()}; {len(groups)} prompts"
+
+
+def read_rated(source: str, attributes: list[str], weights: list[float], split: str = "train", render_chat=None):
+    """(groups, summary) of attribute-rated rows: one response each, grouped by prompt; two responses of a prompt
+    whose weighted ratings differ are a comparison (the higher one better)."""
+    groups: dict[tuple[str, bool], PreferenceGroup] = {}
+    rows = 0
+    for row, origin in iter_rows(source, split):
+        rows += 1
+        missing = [c for c in ["response", *attributes] if c not in row]
+        if missing:
+            raise DataError(f"{origin}: missing column '{missing[0]}'; columns present: "
+                            f"{', '.join(map(str, row)) or 'none'}; expected: prompt, response, {', '.join(attributes)}")
+        ratings = [_number(row[a], a, origin) for a in attributes]
+        (prompt, response), chat = _response_texts(row.get("prompt"), [row["response"]], origin, render_chat)
+        group = groups.setdefault((prompt, chat), PreferenceGroup(prompt, [], [], [], None, row.get("source") or "",
+                                                                  chat, origin, []))
+        group.responses.append(response)
+        group.ratings.append(ratings)
+    if not groups:
+        raise DataError(f"{source}: no rows")
+    for group in groups.values():
+        score = [sum(w * r for w, r in zip(weights, rating)) for rating in group.ratings]
+        group.edges = [(i, j) for i in range(len(score)) for j in range(len(score)) if score[i] > score[j]]
+        group.margins = [0.0] * len(group.edges)
+    edges = sum(len(g.edges) for g in groups.values())
+    return list(groups.values()), f"{rows} rated responses over {len(groups)} prompts ({edges} comparisons)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
@@ -13,11 +14,11 @@ from rewardlab.config import Recipe, RecipeError, to_dict
 from rewardlab.data.collate import PackedCollator, PadCollator
 from rewardlab.data.encode import EncodingPolicy
 from rewardlab.data.formats import iter_rows, read_pairs
-from rewardlab.data.groups import is_ranking_row, read_groups
+from rewardlab.data.groups import is_ranking_row, read_groups, read_rated
 from rewardlab.data.sampling import LengthGroupedSampler
-from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
-from rewardlab.model import LAYOUTS, RewardModule
-from rewardlab.objectives import BradleyTerryLoss, PlackettLuceLoss
+from rewardlab.evaluate import comparisons, evaluation, format_metrics, plot_rewards, score_examples
+from rewardlab.model import LAYOUTS, RewardModule, output_layer
+from rewardlab.objectives import AttributeRegressionLoss, BradleyTerryLoss, OdinLoss, PlackettLuceLoss
 from rewardlab.save import save_reward_model
 
 
@@ -64,13 +65,20 @@ def make_collator(layout: str, module: RewardModule):
 
 
 class RewardTask:
-    """Bradley–Terry reward model on chosen/rejected pairs."""
-
-    main_metric = "accuracy"
+    """A reward model on preference data: Bradley–Terry over every comparison (pairs, rankings, graphs),
+    Plackett–Luce over rankings, attribute regression (one output per rated attribute, the reward their weighted
+    sum) or ODIN (Bradley–Terry on a quality and a length head; the quality head is the reward)."""
 
     def __init__(self, recipe: Recipe, log):
-        self.recipe = recipe
-        backbone = load_backbone(recipe.model, recipe.seed)
+        self.recipe, self.objective = recipe, recipe.objective
+        self.attributes = recipe.attributes
+        self.weights = torch.tensor(recipe.reward_weights or [1 / len(self.attributes)] * len(self.attributes)
+                                    if self.attributes else [1.0])
+        outputs = len(self.attributes) if self.objective == "regression" else 2 if self.objective == "odin" else 1
+        backbone = load_backbone(recipe.model, recipe.seed, outputs)
+        if self.attributes:
+            backbone.model.config.id2label = dict(enumerate(self.attributes))
+            backbone.model.config.label2id = {a: i for i, a in enumerate(self.attributes)}
         self.tokenizer = backbone.tokenizer
         self.model = RewardModule(backbone.model, backbone.encoder)
         trainable, total = trainable_parameters(self.model)
@@ -79,9 +87,9 @@ class RewardTask:
             f"{backbone.dtypes}), "
             f"{'encoder (reward at first token)' if backbone.encoder else 'causal LM (reward at last real token)'}")
         self.policy = EncodingPolicy(backbone.tokenizer, backbone.encoder, recipe.max_length, recipe.truncation)
-        self.train_data = load_pairs(recipe.train_data, recipe.train_split, self.policy, log, recipe.group_by_prompt)
-        self.eval_data = load_pairs(recipe.eval_data, recipe.eval_split, self.policy, log, recipe.group_by_prompt)
-        if recipe.objective == "plackett_luce" and any(e.levels is None for e in self.train_data):
+        self.train_data = self.load(recipe.train_data, recipe.train_split, log)
+        self.eval_data = self.load(recipe.eval_data, recipe.eval_split, log)
+        if self.objective == "plackett_luce" and any(e.levels is None for e in self.train_data):
             raise RecipeError("recipe key 'objective': plackett_luce needs ranked responses (ranking rows with "
                               "ranks or scores, or plain pairs); pairs grouped by prompt are a graph with no order: "
                               "use bradley_terry")
@@ -91,26 +99,56 @@ class RewardTask:
         self.collate = make_collator(self.layout, self.model)
         self.sampler = (LengthGroupedSampler([p.length for p in self.train_data], recipe.batch_size, recipe.seed)
                         if recipe.group_by_length else None)
-        self.loss_fn = (PlackettLuceLoss() if recipe.objective == "plackett_luce" else
-                        BradleyTerryLoss(recipe.loss.label_smoothing, recipe.loss.center_coefficient))
+        loss = recipe.loss
+        self.loss_fn = {
+            "plackett_luce": lambda: PlackettLuceLoss(),
+            "regression": lambda: AttributeRegressionLoss(self.weights, loss.pairwise_coefficient),
+            "odin": lambda: OdinLoss(loss.length_coefficient, loss.orthogonal_coefficient,
+                                     label_smoothing=loss.label_smoothing, center_coefficient=loss.center_coefficient),
+        }.get(self.objective, lambda: BradleyTerryLoss(loss.label_smoothing, loss.center_coefficient))()
+        self.main_metric = "rmse" if self.objective == "regression" else "accuracy"
         self.rewards: tuple[list[float], list[float]] = ([], [])
 
+    def load(self, source: str | None, split: str, log) -> list:
+        if self.objective != "regression" or source is None:
+            return load_pairs(source, split, self.policy, log, self.recipe.group_by_prompt)
+        groups, summary = read_rated(source, self.attributes, self.weights.tolist(), split, self.policy.chat_renderer)
+        encoded, report = self.policy.encode_pairs(groups, source)
+        log(f"{source}: {summary}; {report.summary()}")
+        return encoded
+
+    def reward(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(n,) rewards of the model's (n,) or (n, outputs) outputs: the weighted attributes (regression), the
+        quality head (ODIN), or the one output."""
+        if self.objective == "regression":
+            return outputs.float() @ self.weights.to(outputs.device)
+        return outputs[:, 0] if self.objective == "odin" else outputs
+
     def loss(self, model, batch):
-        rewards = model(batch)
+        outputs = model(batch)
+        rewards = self.reward(outputs)
         better, worse = rewards[batch.edges[:, 0]], rewards[batch.edges[:, 1]]
-        if isinstance(self.loss_fn, PlackettLuceLoss):
+        margin = batch.margin if self.recipe.loss.use_margin else None
+        if self.objective == "regression":
+            loss = self.loss_fn(outputs, batch.targets, batch.edges)
+            return loss, {"rmse": (outputs.float() - batch.targets).pow(2).mean().sqrt().detach()}
+        if self.objective == "plackett_luce":
             loss = self.loss_fn(rewards, batch.group, batch.levels)
+        elif self.objective == "odin":
+            head = output_layer(self.model.classifier).weight
+            loss = self.loss_fn(outputs, batch.edges, batch.response_lengths.float(), head, margin, batch.edge_weight)
         else:
-            loss = self.loss_fn(better, worse, batch.margin if self.recipe.loss.use_margin else None,
-                                batch.edge_weight)
+            loss = self.loss_fn(better, worse, margin, batch.edge_weight)
         accuracy = ((better > worse).float() * batch.edge_weight).sum() / batch.edge_weight.sum()
         return loss, {"accuracy": accuracy}
 
     def evaluate(self, accelerator: Accelerator, model, data: list) -> dict:
         with accelerator.split_between_processes(data) as shard:
-            chosen, rejected = score_pairs(model, shard, self.collate, self.eval_batch_size, accelerator.device)
-        self.rewards = gather_object(chosen), gather_object(rejected)
-        return preference_metrics(*self.rewards, data)
+            outputs = score_examples(model, shard, self.collate, self.eval_batch_size, accelerator.device)
+        outputs = gather_object(outputs)
+        reward = lambda output: self.reward(torch.tensor([output])).item()
+        self.rewards = comparisons(data, [[reward(o) for o in example] for example in outputs])
+        return evaluation(data, outputs, reward, self.attributes)
 
     @property
     def eval_batch_size(self) -> int:
@@ -124,8 +162,10 @@ class RewardTask:
         info = {"reward_mean": metrics["reward_mean"], "reward_std": metrics["reward_std"],
                 "max_length": self.recipe.max_length, "encoder": model.encoder, "layout": self.layout,
                 "encoding": self.policy.to_dict(), **info}
+        if self.attributes:
+            info |= {"attributes": self.attributes, "reward_weights": self.weights.tolist()}
         save_reward_model(model.model, self.tokenizer, output_dir, to_dict(self.recipe), info,
-                          self.recipe.save_adapter_only)
-        if self.recipe.plots:
+                          self.recipe.save_adapter_only, keep_outputs=[0] if self.objective == "odin" else None)
+        if self.recipe.plots and self.rewards[0]:
             plot_rewards(*self.rewards, self.eval_data or self.train_data[: len(self.rewards[0])],
                          Path(output_dir) / "rewards.png")
