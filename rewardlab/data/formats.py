@@ -107,7 +107,7 @@ def parse_row(row: dict, origin: str, render_chat: Callable[[list, bool], str] |
         chat = True
     else:
         for name, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-            if value is not None and not isinstance(value, str):
+            if not isinstance(value, str) and not (name == "prompt" and value is None):
                 raise DataError(
                     f"{origin}: column '{name}' must be a string (or, for all of prompt/chosen/rejected, a list of "
                     f"{{role, content}} messages), got {describe(value)}"

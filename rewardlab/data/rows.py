@@ -76,18 +76,31 @@ def _json_line_rows(path: Path, source: str) -> Iterator[tuple[dict, str]]:
 
 
 def _json_list_rows(path: Path, source: str) -> Iterator[tuple[dict, str]]:
-    rows = _json(read_text(path, source), source)
+    rows = _json(read_text(path, source), source, hint=" (a .json file holds one list; for one object a line, use .jsonl)")
     if not isinstance(rows, list):
         raise DataError(f"{source}: expected a JSON list of objects, or one object a line")
     for n, row in enumerate(rows, 1):
         yield _json_row(row, f"{source} row {n}"), f"{source} row {n}"
 
 
-def _not_json(name: str):
-    raise ValueError(f"{name} is not a JSON value (write null, or leave the value out)")
+class _NotJson:
+    """What the decoder leaves for a value that is not JSON (NaN, Infinity) or not usable (a number of thousands of
+    digits), so that the row check names the row and column."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
 
 
-_DECODER = json.JSONDecoder(parse_constant=_not_json)
+def _integer(digits: str) -> int | _NotJson:
+    if len(digits) > 4000:  # Python refuses to convert more than 4300 digits, with advice meant for programmers
+        return _NotJson(f"a number of {len(digits)} digits is too long to be a value")
+    return int(digits)
+
+
+_DECODER = json.JSONDecoder(
+    parse_constant=lambda name: _NotJson(f"{name} is not a JSON value (write null, or leave the value out)"),
+    parse_int=_integer,
+)
 
 
 def _json(text: str, source: str, line: int | None = None, hint: str = ""):
@@ -96,26 +109,27 @@ def _json(text: str, source: str, line: int | None = None, hint: str = ""):
         return _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{source}:{line or e.lineno}: malformed JSON ({e.msg} at column {e.colno}){hint}") from None
-    except ValueError as e:  # NaN/Infinity, or an integer of more digits than Python converts
-        raise DataError(f"{source}{f':{line}' if line else ''}: {e}") from None
     except RecursionError:
         raise DataError(f"{source}{f':{line}' if line else ''}: nested deeper than {MAX_DEPTH} levels") from None
 
 
 def _json_row(row, origin: str) -> dict:
-    """``row`` if it is an object whose strings are all text (no lone surrogate, which no tokenizer takes) and which
-    nests at most MAX_DEPTH levels."""
+    """``row`` if it is an object whose strings are all text (no lone surrogate, which no tokenizer takes), whose
+    values are all JSON, and which nests at most MAX_DEPTH levels."""
+    if isinstance(row, _NotJson):
+        raise DataError(f"{origin}: {row.problem}")
     if not isinstance(row, dict):
         raise DataError(f"{origin}: expected a JSON object, got {describe(row)}")
     stack = [(row, 0, None)]
     while stack:
         item, depth, column = stack.pop()
+        if isinstance(item, _NotJson):
+            raise DataError(f"{origin}: {item.problem} (column '{column}')")
         if isinstance(item, str):
             surrogate = _SURROGATE.search(item)
             if surrogate:
-                place = f" in column '{column}'" if column is not None else ""
-                raise DataError(f"{origin}: a lone surrogate ({surrogate[0]!r}){place} is not text; a \\uD800-\\uDFFF "
-                                f"escape must be half of a pair")
+                raise DataError(f"{origin}: a lone surrogate ({surrogate[0]!r}) in column '{column}' is not text; a "
+                                f"\\uD800-\\uDFFF escape must be half of a pair")
         elif isinstance(item, (dict, list)):
             if depth >= MAX_DEPTH:
                 raise DataError(f"{origin}: nested deeper than {MAX_DEPTH} levels")
@@ -296,7 +310,7 @@ def number(row: dict, column: str, origin: str, limit: float = math.inf) -> floa
     else:
         quotes = "; JSON numbers are written without quotes" if isinstance(value, str) else ""
         raise DataError(f"{origin}: column '{column}' must be a finite number, got {describe(value)}{quotes}")
-    if not abs(parsed) <= limit:
+    if not (math.isfinite(parsed) and abs(parsed) <= limit):
         within = f" within ±{limit:.3g}" if limit < math.inf else ""
         raise DataError(f"{origin}: column '{column}' must be a finite number{within}, got {value!r:.40}")
     return parsed
