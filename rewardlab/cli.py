@@ -135,7 +135,8 @@ def replaced_on_success(path: Path):
         temporary.unlink(missing_ok=True)
 
 
-def _count_lines(path: str) -> int | None:
+def _count_lines(path: str) -> int:
+    """Rows of a JSON-lines file, for the progress bar."""
     with open(path, "rb") as f:
         return sum(1 for line in f if line.strip())
 
@@ -182,8 +183,6 @@ def _json_line(row: dict, origin: str) -> str:
 def _row_sequences(model, row: dict, origin: str, best_of_n: bool) -> list[list[int]]:
     """Token ids of a row's response(s): ``prompt`` + ``response``, ``messages`` (the last one is the response),
     one whole ``text``, or with ``--best-of-n`` ``prompt`` + ``responses`` (a list)."""
-    from jinja2 import TemplateError
-
     from rewardlab.scoring import ScoringError
 
     try:
@@ -209,8 +208,6 @@ def _row_sequences(model, row: dict, origin: str, best_of_n: bool) -> list[list[
                            f"columns present: {', '.join(map(str, row)) or 'none'}")
     except ScoringError as e:
         raise DataError(f"{origin}: {e}") from None
-    except TemplateError as e:
-        raise DataError(f"{origin}: the chat template refused this conversation: {e}") from None
 
 
 def _text(value, column: str, origin: str, conversation: bool = True):
@@ -331,7 +328,7 @@ DEBUG = "REWARDLAB_DEBUG"  # set to 1 for the full traceback of any failure
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. Mistakes in what was given (recipes, data, paths, missing packages, chat templates) are a
+    """Run one command. Mistakes in what was given (recipes, data and chat templates, paths, missing packages) are a
     one-line ``error: ...`` and exit status 2; anything else is a bug in rewardlab: one line naming where it
     happened, exit status 1, and the traceback with ``REWARDLAB_DEBUG=1``."""
     args = build_parser().parse_args(argv)
@@ -339,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and args.recipe and "=" in args.recipe and not Path(args.recipe).exists():
         args.overrides, args.recipe = [args.recipe, *args.overrides], None
     try:
+        if getattr(args, "model", None):
+            _check_model_path(args.model)
         args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -347,15 +346,21 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get(DEBUG, "") not in ("", "0"):
             raise
         message, status = describe_failure(e)
-        print(f"error: {message}", file=sys.stderr)
+        print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
         return status
     return 0
 
 
+def _check_model_path(name: str) -> None:
+    """A name like ``runs/typo`` whose folder ``runs`` is here is a local path that does not exist, not a hub id to
+    look up (which would only fail after minutes of retries offline)."""
+    path = Path(name)
+    if not path.exists() and str(path.parent) not in ("", ".") and path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such model folder", name)
+
+
 def describe_failure(e: Exception) -> tuple[str, int]:
     """(one-line message, exit status) for an exception that ended a command."""
-    from jinja2 import TemplateError
-
     from rewardlab.compare import RunFailed
 
     if isinstance(e, (RecipeError, DataError, RunFailed)):
@@ -367,8 +372,6 @@ def describe_failure(e: Exception) -> tuple[str, int]:
         extra = EXTRAS.get(top)
         hint = f"pip install 'rewardlab[{extra}]'" if extra else f"pip install {top}"
         return f"this needs the '{top}' package, which is not installed: {hint}", 2
-    if isinstance(e, TemplateError):
-        return f"the chat template refused the input: {e}", 2
     if isinstance(e, OSError):
         if e.strerror and e.filename:
             return f"{e.strerror}: {e.filename}", 2

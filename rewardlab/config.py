@@ -221,6 +221,10 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+class _UnusableValue(RecipeError):
+    """A value of the right type that no key takes (a number that is not finite, an empty string)."""
+
+
 # A number as YAML 1.1 leaves it a string ("1e-5": YAML wants "1.0e-5"); parsed only where a float is expected.
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -230,12 +234,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     numbers written as strings (``1e-5``); floats must be finite, strings not empty."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
+        problem = None
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key)
+            except _UnusableValue as e:  # the right type: say what is wrong with the value
+                problem = e
             except RecipeError:
                 continue
-        raise RecipeError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
+        raise problem or RecipeError(f"recipe key '{key}': expected {_type_name(tp)}, got {value!r}")
     if tp is type(None):
         if value is None:
             return None
@@ -248,7 +255,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise RecipeError(f"recipe key '{key}': expected a finite number, got {value!r}")
+                raise _UnusableValue(f"recipe key '{key}': expected a finite number, got {value!r}")
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -256,7 +263,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is str:
         if isinstance(value, str):
             if not value.strip():
-                raise RecipeError(f"recipe key '{key}': expected a non-empty string, got {value!r}")
+                raise _UnusableValue(f"recipe key '{key}': expected a non-empty string, got {value!r}")
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value

@@ -2,7 +2,7 @@
 were written, or stops with a DataError naming the file and the line (``file row N`` for a .json list and parquet);
 never another exception, never fewer rows than were written without saying so.
 
-Readers: preference pairs, STS pairs, SimCSE sentences and sentence pairs, image captions, and `rewardlab score`'s
+Readers: preference pairs, rankings, STS pairs, SimCSE sentences and sentence pairs, image captions, and `rewardlab score`'s
 input rows. Formats: .jsonl, .json, .csv, .parquet, each also with a byte-order mark and CRLF line ends.
 """
 
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from rewardlab.cli import _row_sequences
 from rewardlab.data.formats import FLOAT32_MAX, DataError, read_pairs
+from rewardlab.data.groups import read_groups
 from rewardlab.data.images import read_image_captions
 from rewardlab.data.rows import iter_rows
 from rewardlab.data.sentences import read_sentence_pairs, read_sentences
@@ -249,6 +250,56 @@ def test_random_csv_records_are_pairs_or_an_error(records):
         written = [r for r in records if r]  # an empty record is a blank line
         assert report.rows == len(written) and all(len(r) == 3 for r in written)
         assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [tuple(r) for r in written if r[1] != r[2]]
+
+
+# Rankings (lists: JSON and parquet)
+
+
+@st.composite
+def ranking_rows(draw, fmt: str):
+    k = draw(st.integers(2, 4))
+    ranks = draw(st.lists(st.integers(1, k), min_size=k, max_size=k).filter(lambda r: len(set(r)) > 1))
+    return {"prompt": draw(text), "responses": draw(st.lists(words, min_size=k, max_size=k)), "ranks": ranks}
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from(["jsonl", "json", "parquet"]))
+def test_rankings_read_back_exactly(data, fmt):
+    bom, crlf = layout(data, fmt)
+    rows = data.draw(st.lists(ranking_rows(fmt), min_size=1, max_size=4))
+    with tempfile.TemporaryDirectory() as folder:
+        path, origins = write(Path(folder), fmt, rows, bom, crlf)
+        groups, _ = read_groups(path)
+    assert [(g.prompt, g.responses, g.origin) for g in groups] == [
+        (r["prompt"], r["responses"], o) for r, o in zip(rows, origins)]
+    for group, row in zip(groups, rows):
+        assert all(row["ranks"][i] < row["ranks"][j] for i, j in group.edges)
+        assert len(group.edges) == sum(a < b for a in row["ranks"] for b in row["ranks"])
+
+
+BAD_RANKING_VALUES = {
+    "jsonl": [("responses", v) for v in (None, "a b", ["a"], ["a", None], ["a", 3], ["a", ""], ["a", "\ud800"])]
+             + [("ranks", v) for v in (None, [1], [1, True], [1, "2"], [1, math.nan], [2, 2], 3)]
+             + [("prompt", v) for v in (None, 3)] + [("source", v) for v in (3, [])],
+    "parquet": [("ranks", [1, None]), ("ranks", [1, math.nan]), ("ranks", [2, 2]), ("ranks", None),
+                ("responses", ["a", None]), ("responses", ["a", "  "]), ("prompt", None)],
+}
+BAD_RANKING_VALUES["json"] = BAD_RANKING_VALUES["jsonl"]
+
+
+@pytest.mark.parametrize("fmt, column, value", [(f, c, v) for f, bad in BAD_RANKING_VALUES.items() for c, v in bad],
+                         ids=lambda x: repr(x)[:20])
+@CATALOG
+@given(data=st.data())
+def test_a_bad_ranking_row_is_an_error_at_its_line(fmt, column, value, data):
+    bom, crlf = layout(data, fmt)
+    k = 2  # two responses in every row, so that one parquet column type holds them all
+    rows_strategy = st.lists(ranking_rows(fmt).filter(lambda r: len(r["responses"]) == k), max_size=3)
+    rows, position = with_bad_row(data, fmt, rows_strategy,
+                                  ranking_rows(fmt).filter(lambda r: len(r["responses"]) == k), column, value)
+    with tempfile.TemporaryDirectory() as folder:
+        path, origins = write(Path(folder), fmt, rows, bom, crlf)
+        raises_at(origins[position], lambda: read_groups(path))
 
 
 # STS pairs and SimCSE sentences

@@ -6,6 +6,7 @@ from jinja2 import TemplateError
 
 from conftest import write_jsonl
 from rewardlab.backbones import tiny_tokenizer
+from rewardlab.data.encode import EncodingPolicy
 from rewardlab.data.formats import DataError, implicit_prompt, read_pairs
 
 HH_CHOSEN = "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you ask?\n\nHuman: Locked out.\n\nAssistant: Call a locksmith."
@@ -210,6 +211,11 @@ def test_a_chat_template_that_raises_is_an_error_on_the_row(tmp_path):
     path = write_jsonl(tmp_path / "c.jsonl", rows)
     with pytest.raises(DataError, match=rf"{path}:1: the chat template refused this conversation: Conversation roles"):
         read_pairs(str(path), render_chat=refuse)
+    tok = tiny_tokenizer(encoder=False)
+    tok.chat_template = "{{ raise_exception('Conversation roles must alternate') }}"
+    policy = EncodingPolicy(tok, encoder=False, max_length=64)  # training's renderer, with its own message
+    with pytest.raises(DataError, match=rf"{path}:1: the chat template refused these messages: TemplateError: Conv"):
+        read_pairs(str(path), render_chat=policy.chat_renderer)
 
 
 def test_a_hub_dataset_that_cannot_load_is_an_error_naming_it(monkeypatch):

@@ -126,16 +126,22 @@ def parse_row(row: dict, origin: str, render_chat: Callable[[list, bool], str] |
 def _render(prompt: list, replies: list[list], render_chat, origin: str) -> tuple[str, list[str]]:
     """The prompt's text (with the generation prompt) and each reply's text: the rest of its whole rendered
     conversation. A template that raises (``raise_exception``) is an error on this row."""
-    try:
-        prompt_text = render_chat(prompt, True) if prompt else ""
-        texts = []
-        for reply in replies:
-            full = render_chat(prompt + reply, False)
-            if not full.startswith(prompt_text):
-                raise DataError(f"{origin}: the chat template does not render the prompt as a prefix of the reply")
-            texts.append(full[len(prompt_text) :])
-    except TemplateError as e:
-        raise DataError(f"{origin}: the chat template refused this conversation: {e}") from None
+
+    def render(messages: list, generation_prompt: bool) -> str:
+        try:
+            return render_chat(messages, generation_prompt)
+        except TemplateError as e:
+            raise DataError(f"{origin}: the chat template refused this conversation: {e}") from None
+        except DataError as e:  # the renderer's own message, without the row
+            raise DataError(f"{origin}: {e}") from None
+
+    prompt_text = render(prompt, True) if prompt else ""
+    texts = []
+    for reply in replies:
+        full = render(prompt + reply, False)
+        if not full.startswith(prompt_text):
+            raise DataError(f"{origin}: the chat template does not render the prompt as a prefix of the reply")
+        texts.append(full[len(prompt_text) :])
     return prompt_text, texts
 
 
