@@ -479,3 +479,26 @@ def test_a_bad_best_of_n_row_is_an_error_at_its_line(scorer, tmp_path, bad):
     rows = list(iter_rows(path))
     assert len(_row_sequences(scorer, *rows[0], best_of_n=True)) == 2
     raises_at(origins[1], lambda: _row_sequences(scorer, *rows[1], best_of_n=True))
+
+
+# Files beside the rows: caption and sentence text files, image files
+
+
+def test_text_files_that_are_not_utf8_are_an_error_at_their_line(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"\xef\xbb\xbfone sentence\r\ncaf\xe9\r\n")
+    raises_at(f"{corpus}:2", lambda: read_sentences(str(corpus), []))
+    corpus.write_bytes(b"\xef\xbb\xbfone sentence\r\n\r\ntwo\r\n")
+    assert read_sentences(str(corpus), [])[0] == [("one sentence",), ("two",)]
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "a.txt").write_bytes(b"a caption\nd\xe9j\xe0 vu\n")
+    raises_at(f"{tmp_path / 'a.txt'}:2", lambda: read_image_captions(str(tmp_path), 8))
+
+
+def test_an_image_file_that_cannot_be_read_is_an_error_naming_it(tmp_path):
+    from rewardlab.data.images import load_pixels
+
+    broken = tmp_path / "a.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match=rf"{broken}: not a readable image \(cannot identify image file"):
+        load_pixels(broken, 8)
