@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rewardlab.data.formats import DataError, iter_rows, parse_row, read_pairs
+from rewardlab.data.rows import optional_text
 
 
 @dataclass
@@ -66,9 +67,7 @@ def parse_ranking(row: dict, origin: str, render_chat: Callable[[list, bool], st
     # rank 1 is best; a higher score is better
     order = sorted(set(numbers), reverse=key == "scores")
     levels = [order.index(v) for v in numbers]
-    source = row.get("source") or ""
-    if not isinstance(source, str):
-        raise DataError(f"{origin}: column 'source' must be a string, got {type(source).__name__}")
+    source = optional_text(row, "source", origin) or ""
     texts, chat = _response_texts(prompt, responses, origin, render_chat)
     edges = [(i, j) for i in range(len(levels)) for j in range(len(levels)) if levels[i] < levels[j]]
     return PreferenceGroup(texts[0], texts[1:], edges, [0.0] * len(edges), levels, source, chat, origin)
