@@ -6,7 +6,11 @@ responses are equally wrong: arithmetic (the result 3; a near miss and the wrong
 factual (the truth 3, two wrong values 1 each, a dodge 0; planets: the nearer one politely 3 and rudely 2, the
 farther 1, a dodge 0), helpfulness (the answer 3, another question's answer and a dodge 1 each, a refusal 0),
 harmlessness (declining with an alternative 3, declining 2, two ways of going along 0 each) and tone (polite 3,
-two rude framings 1 each, a dodge 0). The order of the responses in a row is shuffled. Usage: make_ranks.py [--seed N]
+two rude framings 1 each, a dodge 0). The order of the responses in a row is shuffled.
+
+It also writes the same comparisons as pairs, data/ranks-pairs-{train,dev}.jsonl (one row per two responses of
+different score), so objectives on pairs, on preference graphs and on rankings can be compared on the same data.
+Usage: make_ranks.py [--seed N]
 """
 import argparse
 import json
@@ -99,9 +103,17 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     for split, rows in build(args.seed, SIZES).items():
-        path = Path(__file__).resolve().parent / f"ranks-{split}.jsonl"
-        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        print(f"wrote {len(rows)} rows to {path}")
+        for name, written in ((f"ranks-{split}", rows), (f"ranks-pairs-{split}", as_pairs(rows))):
+            path = Path(__file__).resolve().parent / f"{name}.jsonl"
+            path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in written), encoding="utf-8")
+            print(f"wrote {len(written)} rows to {path}")
+
+
+def as_pairs(rows):
+    """Every two responses of a ranking with different scores, as a pair row (better first)."""
+    return [{"prompt": r["prompt"], "chosen": r["responses"][i], "rejected": r["responses"][j], "source": r["source"]}
+            for r in rows for i in range(len(r["scores"])) for j in range(len(r["scores"]))
+            if r["scores"][i] > r["scores"][j]]
 
 
 if __name__ == "__main__":
