@@ -94,14 +94,15 @@ class EncodedPair:
 @dataclass
 class EncodeReport:
     pairs: int = 0  # examples encoded: pairs, or groups of k responses
+    unit: str = "pairs"
     truncated_prompt: int = 0
     truncated_response: int = 0
     dropped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
-            f"{self.pairs} pairs encoded; over max_length: {self.truncated_prompt} prompts cut from the left, "
-            f"{self.truncated_response} responses cut from the left, {len(self.dropped)} pairs dropped"
+            f"{self.pairs} {self.unit} encoded; over max_length: {self.truncated_prompt} prompts cut from the left, "
+            f"{self.truncated_response} responses cut from the left, {len(self.dropped)} {self.unit} dropped"
         )
 
 
@@ -320,7 +321,7 @@ class EncodingPolicy:
 
     def encode_pairs(self, pairs: list, name: str = "data") -> tuple[list, EncodeReport]:
         """Encode pairs (:class:`PreferencePair`) or groups (:class:`~rewardlab.data.groups.PreferenceGroup`)."""
-        report = EncodeReport()
+        report = EncodeReport(unit="pairs" if all(isinstance(p, PreferencePair) for p in pairs) else "groups")
         encode = lambda p: self.encode_pair(p, report) if isinstance(p, PreferencePair) else \
             self.encode_preference_group(p, report)
         encoded = [e for e in map(encode, pairs) if e is not None]
