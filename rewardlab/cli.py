@@ -147,7 +147,8 @@ def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
     from rewardlab.scoring import ScoringError
 
     sequences = [_row_sequences(model, row, origin, args.best_of_n) for row, origin in chunk]
-    flat = model.score_ids([s for seqs in sequences for s in seqs])
+    outputs = model.score_ids([s for seqs in sequences for s in seqs], attributes=True)
+    flat = [model.weighted(o) for o in outputs]
     if args.normalize:
         flat = model.normalize(flat)
     start = 0
@@ -163,6 +164,8 @@ def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
             row.update(response=responses[best], reward=rewards[best], rewards=rewards)
         else:
             row["reward"] = rewards[0]
+            if model.attributes:  # a multi-attribute model: every attribute, beside the weighted reward
+                row["attributes"] = dict(zip(model.attributes, outputs[start - 1]))
         out.write(_json_line(row, origin))
 
 

@@ -89,6 +89,12 @@ def test_a_tiny_backbone_learns_every_attribute_and_saves_a_labelled_multi_outpu
     with torch.no_grad():
         logits = plain(**tokenizer(prompts[0] + responses[0] + tokenizer.eos_token, return_tensors="pt")).logits[0]
     assert logits.tolist() == pytest.approx([rated[0]["helpfulness"], rated[0]["politeness"]], abs=1e-5)
+    rows_file = write_jsonl(tmp_path / "score.jsonl", [{"prompt": p, "response": r} for p, r in zip(prompts, responses)])
+    from rewardlab.cli import main
+    assert main(["score", str(out), "--input", str(rows_file), "--output", str(tmp_path / "scored.jsonl")]) == 0
+    scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
+    assert scored[0]["attributes"] == pytest.approx({k: v for k, v in rated[0].items() if k != "reward"}, abs=1e-6)
+    assert [r["reward"] for r in scored] == pytest.approx([r["reward"] for r in rated], abs=1e-6)
     rm.reward_weights = [0.0, 1.0]  # at scoring time, other weights
     assert rm.score(prompts[:1], responses[:1]) == pytest.approx([rated[0]["politeness"]], abs=1e-6)
 
