@@ -78,12 +78,12 @@ class TwoTower(nn.Module):
         return F.normalize(self.text_projection(pool(hidden, attention_mask, self.pooling)), dim=-1)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-        """The loss's arguments: ``image_features`` (b, d), ``text_features`` (b, d), ``logit_scale`` (exponentiated,
-        clamped at 100) and, with a bias, ``logit_bias``."""
+        """The loss's arguments: ``image_features`` (b, d), ``text_features`` (b, d), ``logit_scale`` (exponentiated)
+        and, with a bias, ``logit_bias``."""
         out = {
             "image_features": self.encode_image(pixel_values),
             "text_features": self.encode_text(input_ids, attention_mask),
-            "logit_scale": self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE),
+            "logit_scale": self.logit_scale.exp(),
         }
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
@@ -146,6 +146,12 @@ class ClipTask:
         # that of the global batch on one process.
         gather = gather_with_grad if recipe.contrastive.gather_across_processes else None
         self.loss_fn = ClipLoss(gather) if recipe.objective == "clip" else SigLipLoss(gather)
+
+    def after_optimizer_step(self, model: TwoTower) -> None:
+        """Clamp the learned scale at 100 (open_clip's way): on the parameter, after the step, so that a scale past
+        the clamp keeps its gradient and can come back (clamping the output would zero it for good)."""
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
 
     def loss(self, model, batch):
         out = model(**batch.inputs())
