@@ -23,9 +23,12 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from rewardlab.backbones import TINY_BACKBONES, checkpoint_layers, disable_dropout, tiny_config, tiny_tokenizer, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, build, to_dict
-from rewardlab.data.images import PROMPT_TEMPLATES, ImageCaption, ImageTextCollator, read_image_captions
+from rewardlab.data.images import (
+    PROMPT_TEMPLATES, ImageCaption, ImageTextBatch, ImageTextCollator, read_image_captions,
+)
 from rewardlab.heads import pool
 from rewardlab.objectives import ClipLoss, SigLipLoss
+from rewardlab.objectives.cached import cached_backward, length_sorted_chunks, without_trailing_padding
 from rewardlab.objectives.core import gather_with_grad
 from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE
@@ -117,6 +120,9 @@ class ClipTask:
     """CLIP (``objective: clip``) or SigLIP (``objective: siglip``) on image–caption pairs."""
 
     def __init__(self, recipe: Recipe, log):
+        size = recipe.contrastive.mini_batch_size
+        if size is not None and size < 1:
+            raise RecipeError(f"recipe key 'contrastive.mini_batch_size' must be a positive integer or null, got {size}")
         if recipe.model.lora.r:
             raise RecipeError("recipe key 'model.lora.r': CLIP/SigLIP train or freeze whole towers "
                               "(clip.freeze_text_tower, clip.freeze_image_tower); set model.lora.r: 0")
@@ -155,10 +161,19 @@ class ClipTask:
 
     def loss(self, model, batch):
         out = model(**batch.inputs())
-        with torch.no_grad():  # in-batch image→text top-1, on this process's pairs
-            similarity = out["image_features"] @ out["text_features"].T
-            accuracy = (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
-        return self.loss_fn(**out), {"accuracy": accuracy, "logit_scale": out["logit_scale"].detach()}
+        return self.loss_fn(**out), statistics(out)
+
+    def backward(self, accelerator: Accelerator, model, batch: ImageTextBatch):
+        """The batch's gradients: in one pass, or as a cached-gradient batch of ``contrastive.mini_batch_size``
+        pairs a chunk (:mod:`rewardlab.objectives.cached`; both towers, the scale and bias through the outputs)."""
+        size = self.recipe.contrastive.mini_batch_size
+        if size is None:
+            loss, stats = self.loss(model, batch)
+            accelerator.backward(loss)
+            return loss, stats
+        loss, out = cached_backward(accelerator, model, image_text_chunks(batch, size),
+                                    lambda chunk: model(**chunk.inputs()), self.loss_fn)
+        return loss, statistics(out)
 
     def evaluate(self, accelerator: Accelerator, model, data: list[ImageCaption]) -> dict:
         two_tower = accelerator.unwrap_model(model)
@@ -188,6 +203,24 @@ class ClipTask:
 
     def save(self, model, output_dir: Path, info: dict) -> None:
         save_two_tower(model, self.tokenizer, output_dir, self.recipe, info)
+
+
+@torch.no_grad()
+def statistics(out: dict) -> dict:
+    """In-batch image→text top-1 accuracy on this process's pairs, and the logit scale."""
+    similarity = out["image_features"] @ out["text_features"].T
+    accuracy = (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
+    return {"accuracy": accuracy, "logit_scale": out["logit_scale"].detach()}
+
+
+def image_text_chunks(batch: ImageTextBatch, size: int) -> list[ImageTextBatch]:
+    """The batch as batches of ``size`` pairs, sorted by caption length, each cut to its own longest caption."""
+    chunks = []
+    for rows in length_sorted_chunks(batch.attention_mask.sum(1), size):
+        rows = rows.to(batch.input_ids.device)
+        ids, mask = without_trailing_padding(batch.input_ids[rows], batch.attention_mask[rows])
+        chunks.append(ImageTextBatch(batch.pixel_values[rows], ids, mask))
+    return chunks
 
 
 @torch.no_grad()
