@@ -6,6 +6,8 @@
     python -m rewardlab.bench.contrastive_memory quality recipes/simcse-unsup-minilm.yaml \\
         --batch-sizes 32 128 512 --examples 4096 --mini-batch-size 32 --output runs/bench-quality-simcse
     python -m rewardlab.bench.contrastive_memory recipes --output runs/bench-recipes [RECIPE ...]
+    python -m rewardlab.bench.contrastive_memory steptime recipes/simcse-unsup-smollm2-lora.yaml \
+        --mini-batch-sizes 4 8 16 --output runs/bench-steptime
     python -m rewardlab.bench.contrastive_memory plot runs/bench-memory-simcse runs/bench-memory-clip \\
         --output docs/contrastive-memory.png
 
@@ -14,6 +16,11 @@ child's maximum resident set size as the kernel counts it (``wait4``'s ``ru_maxr
 prints). Step time is the median of the logged ``train/step_seconds`` after the first step. The machine's load
 average is recorded around each run: on a shared machine step times are only comparable within one load.
 Each subcommand writes ``OUTPUT/results.json`` (and prints a markdown table).
+
+``steptime`` (SimCSE recipes) compares, in one process and one thread, alternating on the same batches, the processor time of a
+cached-gradient step at several chunk sizes with that of the one-pass step. Where the one-pass step does not fit in
+memory (SmolLM2's recipe: 18 GB), it stands in with the same work in less memory: the one-pass batch's padded rows,
+at the batch's width, forward and backward in ``--slices`` slices (compute is linear in the rows).
 """
 
 from __future__ import annotations
@@ -77,6 +84,48 @@ def recipes(args) -> list[dict]:
     return results
 
 
+def steptime(args) -> list[dict]:
+    import random
+    import time
+
+    import torch
+    from accelerate import Accelerator
+
+    from rewardlab.config import load_recipe
+    from rewardlab.tasks import build_task
+
+    torch.set_num_threads(1)
+    recipe = load_recipe(args.recipe, ["eval_data=null", *args.set])
+    task, accelerator = build_task(recipe, print), Accelerator(cpu=True)
+    model = task.model.train()
+    random.seed(0)
+    batches = [task.collate(random.sample(task.train_data, recipe.batch_size)) for _ in range(args.batches)]
+
+    def one_pass_in_slices(batch):
+        for rows in torch.arange(batch.input_ids.shape[0]).split(-(-batch.input_ids.shape[0] // args.slices)):
+            accelerator.backward(model(batch.input_ids[rows], batch.attention_mask[rows]).pow(2).mean())
+
+    def cached(size):
+        def step(batch):
+            recipe.contrastive.mini_batch_size = size
+            task.backward(accelerator, model, batch)
+        return step
+
+    modes = {f"one pass ({args.slices} slices)": one_pass_in_slices} | {
+        f"cached, chunks of {size}": cached(size) for size in args.mini_batch_sizes}
+    seconds = {name: [] for name in modes}
+    for _ in range(args.reps):
+        for name, step in modes.items():
+            for batch in batches:
+                started = time.process_time()
+                step(batch)
+                model.zero_grad()
+                seconds[name].append(time.process_time() - started)
+    load = round(os.getloadavg()[0], 2)
+    return [{"mode": name, "cpu_seconds_per_step": round(statistics.mean(v), 2), "runs": v, "load": load}
+            for name, v in seconds.items()]
+
+
 def plot(args) -> None:
     import matplotlib
 
@@ -128,6 +177,12 @@ def main(argv: list[str] | None = None) -> None:
                                             help="also run without cached batches up to this batch size")
     commands.choices["quality"].add_argument("--examples", type=int, default=4096,
                                              help="examples seen by every run (steps = examples / batch size)")
+    sub = commands.add_parser("steptime")
+    sub.add_argument("recipe")
+    sub.add_argument("--mini-batch-sizes", type=int, nargs="+", default=[4, 8, 16])
+    sub.add_argument("--slices", type=int, default=4)
+    sub.add_argument("--batches", type=int, default=3)
+    sub.add_argument("--reps", type=int, default=2)
     sub = commands.add_parser("recipes")
     sub.add_argument("recipes", nargs="*", help="default: every recipes/*.yaml")
     sub.add_argument("--steps", type=int, default=3)
@@ -141,9 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "plot":
         return plot(args)
     args.output.mkdir(parents=True, exist_ok=True)
-    results = {"memory": memory, "quality": quality, "recipes": recipes}[args.command](args)
+    results = {"memory": memory, "quality": quality, "recipes": recipes, "steptime": steptime}[args.command](args)
     (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(markdown(results))
+    print(markdown(results) if args.command != "steptime" else json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
