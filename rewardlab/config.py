@@ -128,6 +128,10 @@ class ContrastiveSettings:
     hard_negative_column: str | None = None
     # Supervised: keep only the pairs whose `score` column is at least this (STS-B: 4 ≈ paraphrase); None keeps all.
     min_pair_score: float | None = None
+    # Cached-gradient batches (GradCache): each forward pass's examples are embedded in chunks of this many, first
+    # without a graph, then chunk by chunk with one. Memory of one chunk, the gradients of the whole batch, one more
+    # forward pass. None: one pass over the micro-batch.
+    mini_batch_size: int | None = None
 
 
 @dataclass

@@ -99,7 +99,7 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
     loader = DataLoader(task.train_data, batch_size=micro, shuffle=sampler is None, sampler=sampler,
                         collate_fn=task.collate)
     params = [p for p in task.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(params, recipe.weight_decay), lr=recipe.learning_rate)
     set_seed(recipe.seed)
     # Sharded engines leave no full copy of the weights on any process: keep the structure for the final save.
     skeleton = meta_copy(task.model) if shards_parameters(accelerator) else None
@@ -136,11 +136,16 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
         for batch in batches:
             progress.batches_in_epoch += 1
             with accelerator.accumulate(model):
-                loss, stats = task.loss(model, batch)
-                accelerator.backward(loss)
+                if hasattr(task, "backward"):  # the task runs its own backward passes (cached-gradient batches)
+                    loss, stats = task.backward(accelerator, model, batch)
+                else:
+                    loss, stats = task.loss(model, batch)
+                    accelerator.backward(loss)
                 if accelerator.sync_gradients and recipe.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, recipe.max_grad_norm)
                 optimizer.step()
+                if accelerator.sync_gradients and hasattr(task, "after_optimizer_step"):
+                    task.after_optimizer_step(accelerator.unwrap_model(model))
                 optimizer.zero_grad()
             micro_stats.append({"loss": loss.detach(), **{k: v.detach() for k, v in stats.items()}})
             if not accelerator.sync_gradients:
@@ -170,6 +175,15 @@ def train(recipe: Recipe, resume: bool = False) -> dict:
             progress.epoch, progress.batches_in_epoch = progress.epoch + 1, 0
     bar.close()
     return finish(accelerator, recipe, task, model, progress, time.perf_counter() - started, skeleton)
+
+
+def parameter_groups(params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW's groups: weight decay on the tensors of 2 or more dimensions (weight matrices, embeddings, LoRA
+    factors), none on biases, norm weights and scalars such as CLIP's logit scale (nanoGPT's and open_clip's rule:
+    decaying those only pulls them towards 0, which means nothing for a norm's gain or a temperature)."""
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
 
 
 def shards_parameters(accelerator: Accelerator) -> bool:

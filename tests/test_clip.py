@@ -80,9 +80,38 @@ def test_the_model_returns_exactly_the_loss_arguments(tiny_recipe_path, objectiv
     assert out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-5)
     if objective == "siglip":
         assert out["logit_bias"].item() == -10.0
-    with torch.no_grad():
-        task.model.logit_scale.fill_(math.log(1000.0))
-    assert task.model(**task.collate(task.train_data).inputs())["logit_scale"].item() == pytest.approx(100.0)
+
+
+def test_a_logit_scale_past_the_clamp_keeps_its_gradient_and_is_clamped_after_the_step(tiny_recipe_path, tmp_path):
+    """The scale starts at 1/0.001 = 1000, past CLIP's 100: the loss still has a gradient for it (a clamped output
+    would have none, and Adam would then never move it), and after one optimizer step the parameter is log 100."""
+    recipe = load_recipe(tiny_recipe_path, ["contrastive.temperature=0.001", "train_data=shapes:32", "eval_data=null",
+                                            "batch_size=16", "max_steps=1", f"output_dir={tmp_path}"])
+    task = ClipTask(recipe, lambda _: None)
+    out = task.model(**task.collate(task.train_data[:16]).inputs())
+    assert out["logit_scale"].item() == pytest.approx(1000.0, rel=1e-5)
+    task.loss_fn(**out).backward()
+    assert task.model.logit_scale.grad.abs().item() > 0
+    train(recipe)
+    model, _, _ = load_two_tower(tmp_path)
+    assert model.logit_scale.item() == pytest.approx(math.log(100.0), abs=1e-6)
+
+
+def test_text_pooling_reads_the_real_tokens_whatever_side_the_tokenizer_pads(tiny_recipe_path):
+    """A Llama text tower (rotary positions: shifting a caption by its left padding changes nothing) pooled at the
+    last real token: the same caption embeddings whether the tokenizer pads on the right or on the left."""
+    recipe = load_recipe(tiny_recipe_path, ["model.name=tiny-llama", "contrastive.pooling=last", "train_data=shapes:6",
+                                            "eval_data=null"])
+    task = ClipTask(recipe, lambda _: None)
+    task.model.eval()
+    embeddings = {}
+    for side in ("right", "left"):
+        task.tokenizer.padding_side = side
+        batch = task.collate(task.train_data)
+        assert batch.attention_mask[:, 0 if side == "left" else -1].min() == 0  # the captions' lengths differ
+        with torch.no_grad():
+            embeddings[side] = task.model.encode_text(batch.input_ids, batch.attention_mask)
+    torch.testing.assert_close(embeddings["left"], embeddings["right"], atol=1e-5, rtol=1e-5)
 
 
 def test_retrieval_counts_a_candidate_with_the_same_caption_as_the_pair():

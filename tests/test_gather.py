@@ -70,3 +70,29 @@ def test_two_processes_give_the_loss_and_gradients_of_the_whole_batch(tmp_path):
 def test_gather_is_the_identity_on_one_process():
     x = torch.randn(3, 2, requires_grad=True)
     assert gather_with_grad(x) is x
+
+
+def shared_gradient_worker(rank: int, port: int, out_dir: str) -> None:
+    """``c`` (a non-leaf, made first) and the gathered tensor are summed: autograd hands the sum's one incoming
+    gradient tensor to both, and runs the gather's backward first (it was made later)."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        c_leaf = torch.zeros(4, 2, requires_grad=True)
+        c = c_leaf * 1.0
+        x = torch.zeros(2, 2, requires_grad=True)
+        weights = torch.full((4, 2), float(rank + 1))  # rank 0: 1, rank 1: 2
+        ((gather_with_grad(x) + c) * weights).sum().backward()
+        torch.save({"c": c_leaf.grad, "x": x.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_gathers_backward_leaves_the_incoming_gradient_to_its_other_consumers(tmp_path):
+    """d/dc of Σ (gather(x) + c) · w is w (1 on rank 0, 2 on rank 1), whatever the gather does with its copy; the
+    local rows of x get the sum over processes, 1 + 2 = 3. Reducing autograd's tensor in place would give c 3 too."""
+    mp.spawn(shared_gradient_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    for rank in range(WORLD):
+        grads = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(grads["c"], torch.full((4, 2), float(rank + 1))), rank
+        assert torch.equal(grads["x"], torch.full((2, 2), 3.0)), rank

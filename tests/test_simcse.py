@@ -108,6 +108,15 @@ def test_pooling_reads_the_first_token_the_mean_of_real_tokens_or_the_last_real_
     assert pool(hidden, mask, "last").tolist() == [[4, 5], [8, 9]]
 
 
+def test_pooling_reads_the_real_tokens_of_left_padded_rows():
+    """Row 1 is left-padded (its pad comes first): its first real token is 1, its last is 2."""
+    hidden = torch.arange(12.0).reshape(2, 3, 2)
+    mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    assert pool(hidden, mask, "cls").tolist() == [[0, 1], [8, 9]]
+    assert pool(hidden, mask, "mean").tolist() == [[2, 3], [9, 10]]
+    assert pool(hidden, mask, "last").tolist() == [[4, 5], [10, 11]]
+
+
 def test_spearman_averages_tied_ranks():
     """x = (1, 2, 2, 3) → ranks (1, 2.5, 2.5, 4); y = (1, 3, 2, 4) → ranks (1, 3, 2, 4). Centred: (−1.5, 0, 0, 1.5)
     and (−1.5, 0.5, −0.5, 1.5): ρ = 4.5 / √(4.5 · 5) = 0.948683."""

@@ -25,6 +25,12 @@ class Task(Protocol):
     def loss(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The batch's loss and per-step statistics (e.g. ``accuracy``), each a scalar tensor."""
 
+    # Optional methods:
+    # - `backward(accelerator, model, batch) -> (loss, stats)`: compute the batch's gradients itself (several backward
+    #   passes, e.g. cached-gradient batches) instead of the loop's `accelerator.backward(task.loss(model, batch)[0])`.
+    # - `after_optimizer_step(model)`: called with the unwrapped model after each optimizer step (e.g. to clamp a
+    #   parameter, as CLIP's logit scale).
+
     def evaluate(self, accelerator: Accelerator, model: torch.nn.Module, data: Sequence) -> dict:
         """Metrics on ``data``, computed split across processes; every process gets them all."""
 

@@ -23,9 +23,12 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from rewardlab.backbones import TINY_BACKBONES, checkpoint_layers, disable_dropout, tiny_config, tiny_tokenizer, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, build, to_dict
-from rewardlab.data.images import PROMPT_TEMPLATES, ImageCaption, ImageTextCollator, read_image_captions
+from rewardlab.data.images import (
+    PROMPT_TEMPLATES, ImageCaption, ImageTextBatch, ImageTextCollator, read_image_captions,
+)
 from rewardlab.heads import pool
 from rewardlab.objectives import ClipLoss, SigLipLoss
+from rewardlab.objectives.cached import cached_backward, length_sorted_chunks, without_trailing_padding
 from rewardlab.objectives.core import gather_with_grad
 from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE
@@ -78,12 +81,12 @@ class TwoTower(nn.Module):
         return F.normalize(self.text_projection(pool(hidden, attention_mask, self.pooling)), dim=-1)
 
     def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-        """The loss's arguments: ``image_features`` (b, d), ``text_features`` (b, d), ``logit_scale`` (exponentiated,
-        clamped at 100) and, with a bias, ``logit_bias``."""
+        """The loss's arguments: ``image_features`` (b, d), ``text_features`` (b, d), ``logit_scale`` (exponentiated)
+        and, with a bias, ``logit_bias``."""
         out = {
             "image_features": self.encode_image(pixel_values),
             "text_features": self.encode_text(input_ids, attention_mask),
-            "logit_scale": self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE),
+            "logit_scale": self.logit_scale.exp(),
         }
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
@@ -117,6 +120,9 @@ class ClipTask:
     """CLIP (``objective: clip``) or SigLIP (``objective: siglip``) on image–caption pairs."""
 
     def __init__(self, recipe: Recipe, log):
+        size = recipe.contrastive.mini_batch_size
+        if size is not None and size < 1:
+            raise RecipeError(f"recipe key 'contrastive.mini_batch_size' must be a positive integer or null, got {size}")
         if recipe.model.lora.r:
             raise RecipeError("recipe key 'model.lora.r': CLIP/SigLIP train or freeze whole towers "
                               "(clip.freeze_text_tower, clip.freeze_image_tower); set model.lora.r: 0")
@@ -147,12 +153,27 @@ class ClipTask:
         gather = gather_with_grad if recipe.contrastive.gather_across_processes else None
         self.loss_fn = ClipLoss(gather) if recipe.objective == "clip" else SigLipLoss(gather)
 
+    def after_optimizer_step(self, model: TwoTower) -> None:
+        """Clamp the learned scale at 100 (open_clip's way): on the parameter, after the step, so that a scale past
+        the clamp keeps its gradient and can come back (clamping the output would zero it for good)."""
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=math.log(MAX_LOGIT_SCALE))
+
     def loss(self, model, batch):
         out = model(**batch.inputs())
-        with torch.no_grad():  # in-batch image→text top-1, on this process's pairs
-            similarity = out["image_features"] @ out["text_features"].T
-            accuracy = (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
-        return self.loss_fn(**out), {"accuracy": accuracy, "logit_scale": out["logit_scale"].detach()}
+        return self.loss_fn(**out), statistics(out)
+
+    def backward(self, accelerator: Accelerator, model, batch: ImageTextBatch):
+        """The batch's gradients: in one pass, or as a cached-gradient batch of ``contrastive.mini_batch_size``
+        pairs a chunk (:mod:`rewardlab.objectives.cached`; both towers, the scale and bias through the outputs)."""
+        size = self.recipe.contrastive.mini_batch_size
+        if size is None:
+            loss, stats = self.loss(model, batch)
+            accelerator.backward(loss)
+            return loss, stats
+        loss, out = cached_backward(accelerator, model, image_text_chunks(batch, size),
+                                    lambda chunk: model(**chunk.inputs()), self.loss_fn)
+        return loss, statistics(out)
 
     def evaluate(self, accelerator: Accelerator, model, data: list[ImageCaption]) -> dict:
         two_tower = accelerator.unwrap_model(model)
@@ -182,6 +203,24 @@ class ClipTask:
 
     def save(self, model, output_dir: Path, info: dict) -> None:
         save_two_tower(model, self.tokenizer, output_dir, self.recipe, info)
+
+
+@torch.no_grad()
+def statistics(out: dict) -> dict:
+    """In-batch image→text top-1 accuracy on this process's pairs, and the logit scale."""
+    similarity = out["image_features"] @ out["text_features"].T
+    accuracy = (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
+    return {"accuracy": accuracy, "logit_scale": out["logit_scale"].detach()}
+
+
+def image_text_chunks(batch: ImageTextBatch, size: int) -> list[ImageTextBatch]:
+    """The batch as batches of ``size`` pairs, sorted by caption length, each cut to its own longest caption."""
+    chunks = []
+    for rows in length_sorted_chunks(batch.attention_mask.sum(1), size):
+        rows = rows.to(batch.input_ids.device)
+        ids, mask = without_trailing_padding(batch.input_ids[rows], batch.attention_mask[rows])
+        chunks.append(ImageTextBatch(batch.pixel_values[rows], ids, mask))
+    return chunks
 
 
 @torch.no_grad()

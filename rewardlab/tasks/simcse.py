@@ -38,6 +38,7 @@ from rewardlab.data.sentences import read_sentence_pairs, read_sentences
 from rewardlab.evaluate_sts import StsPair, cosine_similarities, format_sts, read_sts, sts_metrics, tokenize
 from rewardlab.heads import pool
 from rewardlab.objectives import SimCSELoss
+from rewardlab.objectives.cached import cached_backward, length_sorted_chunks, without_trailing_padding
 from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE, load_info
 
@@ -48,6 +49,7 @@ ATTENTION_DROPOUT = 0.1
 ST_POOLING_KEYS = {
     "cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"
 }
+COLUMNS = ("anchors", "positives", "hard_negatives")  # a batch's columns: SimCSELoss's arguments, in order
 
 
 class SentenceEncoder(nn.Module):
@@ -84,6 +86,18 @@ class SentenceBatch:
     def to(self, device) -> "SentenceBatch":
         return SentenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.columns)
 
+    def chunks(self, size: int) -> list["SentenceBatch"]:
+        """The batch as batches of ``size`` examples (every column of each), the examples sorted by length (their
+        longest column) and each chunk cut to its own longest row: what a cached-gradient batch embeds."""
+        b = self.input_ids.shape[0] // self.columns
+        lengths = self.attention_mask.view(self.columns, b, -1).sum(-1).amax(0)
+        chunks = []
+        for examples in length_sorted_chunks(lengths, size):
+            rows = (torch.arange(self.columns)[:, None] * b + examples).flatten().to(self.input_ids.device)
+            ids, mask = without_trailing_padding(self.input_ids[rows], self.attention_mask[rows])
+            chunks.append(SentenceBatch(ids, mask, self.columns))
+        return chunks
+
 
 class SentenceCollator:
     """Examples (tuples of k texts) → :class:`SentenceBatch`. A single sentence is repeated (k = 2): both copies go
@@ -98,6 +112,13 @@ class SentenceCollator:
             columns = columns * 2
         encoded = tokenize(self.tokenizer, [text for column in columns for text in column], self.max_length)
         return SentenceBatch(encoded["input_ids"], encoded["attention_mask"], len(columns))
+
+
+@torch.no_grad()
+def in_batch_accuracy(anchors: torch.Tensor, positives: torch.Tensor, **_) -> torch.Tensor:
+    """The share of anchors whose nearest positive on this process is their own."""
+    similarity = nn.functional.normalize(anchors, dim=-1) @ nn.functional.normalize(positives, dim=-1).T
+    return (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
 
 
 def load_backbone_model(settings: ModelSettings, seed: int = 0):
@@ -200,6 +221,9 @@ class SimCSETask:
         if not settings.supervised and not recipe.model.dropout:
             raise RecipeError("unsupervised SimCSE needs dropout (a sentence's two copies differ only by their "
                               "dropout masks): set model.dropout: true, or contrastive.supervised: true for pairs")
+        if settings.mini_batch_size is not None and settings.mini_batch_size < 1:
+            raise RecipeError(f"recipe key 'contrastive.mini_batch_size' must be a positive integer or null, got "
+                              f"{settings.mini_batch_size}")
         if settings.supervised and len(settings.pair_columns) != 2:
             raise RecipeError(f"recipe key 'contrastive.pair_columns' must name 2 columns (anchor, positive), got "
                               f"{settings.pair_columns}")
@@ -234,14 +258,25 @@ class SimCSETask:
         self.collate = SentenceCollator(self.tokenizer, recipe.max_length)
         self.loss_fn = SimCSELoss(settings.temperature, settings.gather_across_processes)
 
+    def embed(self, model, batch: SentenceBatch) -> dict[str, torch.Tensor]:
+        """The loss's arguments: each column's (b, d) embeddings, from one forward pass over all of them."""
+        return dict(zip(COLUMNS, model(batch.input_ids, batch.attention_mask).chunk(batch.columns)))
+
     def loss(self, model, batch: SentenceBatch):
-        embeddings = model(batch.input_ids, batch.attention_mask).chunk(batch.columns)
-        loss = self.loss_fn(*embeddings)
-        with torch.no_grad():  # in-batch top-1: each anchor's nearest positive on this process is its own
-            anchors, positives = (nn.functional.normalize(e, dim=-1) for e in embeddings[:2])
-            similarity = anchors @ positives.T
-            accuracy = (similarity.argmax(1) == torch.arange(len(similarity), device=similarity.device)).float().mean()
-        return loss, {"accuracy": accuracy}
+        embeddings = self.embed(model, batch)
+        return self.loss_fn(**embeddings), {"accuracy": in_batch_accuracy(**embeddings)}
+
+    def backward(self, accelerator: Accelerator, model, batch: SentenceBatch):
+        """The batch's gradients: in one pass, or as a cached-gradient batch of ``contrastive.mini_batch_size``
+        examples a chunk (:mod:`rewardlab.objectives.cached`)."""
+        size = self.recipe.contrastive.mini_batch_size
+        if size is None:
+            loss, stats = self.loss(model, batch)
+            accelerator.backward(loss)
+            return loss, stats
+        loss, embeddings = cached_backward(accelerator, model, batch.chunks(size),
+                                           lambda chunk: self.embed(model, chunk), self.loss_fn)
+        return loss, {"accuracy": in_batch_accuracy(**embeddings)}
 
     def evaluate(self, accelerator: Accelerator, model, data: list) -> dict:
         if not data or not isinstance(data[0], StsPair):  # no eval_data: training sentences have no scores
