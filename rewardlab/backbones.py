@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     AutoConfig,
+    AutoModel,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
@@ -160,6 +161,24 @@ def load_classifier(source, num_labels: int = 1, dtype: torch.dtype | str = "aut
     # Sequence-classification heads find the reward token from the pad id (the rightmost non-pad token).
     (model.get_base_model() if hasattr(model, "get_base_model") else model).config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, is_encoder(config)
+
+
+def load_text_model(name: str, seed: int = 0, dtype: str = "fp32", trust_remote_code: bool = False):
+    """(transformers ``AutoModel``, tokenizer, encoder?) for an embedding backbone (SimCSE, CLIP's text tower): a tiny
+    random one (built from a config, seeded), an offline name, a hub id or a folder; weights in ``dtype`` (``auto``:
+    the checkpoint's). The one place rewardlab loads a backbone without a reward head."""
+    if name in TINY_BACKBONES:
+        tokenizer = tiny_tokenizer(encoder=name == "tiny-bert")
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(tiny_config(name, len(tokenizer)))
+    else:
+        source = resolve_offline(name) or name
+        options = dict(trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
+        model = AutoModel.from_pretrained(source, dtype=DTYPES.get(dtype, "auto"), **options)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, is_encoder(model.config)
 
 
 def dtype_summary(model: torch.nn.Module) -> str:

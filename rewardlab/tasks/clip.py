@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from rewardlab.backbones import TINY_BACKBONES, checkpoint_layers, disable_dropout, tiny_config, tiny_tokenizer, trainable_parameters
+from rewardlab.backbones import checkpoint_layers, disable_dropout, load_text_model, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, build, to_dict
 from rewardlab.data.images import (
     PROMPT_TEMPLATES, ImageCaption, ImageTextBatch, ImageTextCollator, read_image_captions,
@@ -30,7 +30,6 @@ from rewardlab.heads import pool
 from rewardlab.objectives import ClipLoss, SigLipLoss
 from rewardlab.objectives.cached import cached_backward, length_sorted_chunks, without_trailing_padding
 from rewardlab.objectives.core import gather_with_grad
-from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE
 from rewardlab.vision import build_image_tower
 
@@ -93,20 +92,6 @@ class TwoTower(nn.Module):
         return out
 
 
-def load_text_backbone(name: str):
-    """(AutoModel, tokenizer) for a text backbone name: ``tiny-*`` (random, built from a config), an offline name
-    (``minilm-l6``), a hub id or a folder."""
-    if name in TINY_BACKBONES:
-        tokenizer = tiny_tokenizer(encoder=name == "tiny-bert")
-        return AutoModel.from_config(tiny_config(name, len(tokenizer))), tokenizer
-    source = resolve_offline(name) or name
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
 def build_two_tower(recipe: Recipe, text_model: nn.Module, pretrained: bool = True) -> TwoTower:
     clip = recipe.clip
     return TwoTower(
@@ -127,8 +112,8 @@ class ClipTask:
             raise RecipeError("recipe key 'model.lora.r': CLIP/SigLIP train or freeze whole towers "
                               "(clip.freeze_text_tower, clip.freeze_image_tower); set model.lora.r: 0")
         self.recipe = recipe
-        torch.manual_seed(recipe.seed)  # the random parts: projections, tiny towers
-        text_model, self.tokenizer = load_text_backbone(recipe.model.name)
+        text_model, self.tokenizer, _ = load_text_model(recipe.model.name, recipe.seed, recipe.model.dtype)
+        torch.manual_seed(recipe.seed)  # the projections
         if not recipe.model.dropout:
             disable_dropout(text_model)
         if recipe.model.gradient_checkpointing:

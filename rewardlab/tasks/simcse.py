@@ -22,17 +22,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-from rewardlab.backbones import (
-    TINY_BACKBONES,
-    checkpoint_layers,
-    disable_dropout,
-    is_encoder,
-    tiny_config,
-    tiny_tokenizer,
-    trainable_parameters,
-)
+from rewardlab.backbones import checkpoint_layers, disable_dropout, load_text_model, trainable_parameters
 from rewardlab.config import ModelSettings, Recipe, RecipeError, to_dict
 from rewardlab.data.sentences import read_sentence_pairs, read_sentences
 from rewardlab.evaluate_sts import StsPair, cosine_similarities, format_sts, read_sts, sts_metrics, tokenize
@@ -124,16 +114,7 @@ def in_batch_accuracy(anchors: torch.Tensor, positives: torch.Tensor, **_) -> to
 def load_backbone_model(settings: ModelSettings, seed: int = 0):
     """(AutoModel, tokenizer, encoder?) for ``settings.name``, with dropout on or off as asked, gradient
     checkpointing and LoRA (peft, feature extraction) applied."""
-    if settings.name in TINY_BACKBONES:
-        tokenizer = tiny_tokenizer(encoder=settings.name == "tiny-bert")
-        config, source = tiny_config(settings.name, len(tokenizer)), None
-    else:
-        source = resolve_offline(settings.name) or settings.name
-        tokenizer, config = AutoTokenizer.from_pretrained(source), AutoConfig.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    torch.manual_seed(seed)  # the tiny backbones' weights
-    model = AutoModel.from_config(config) if source is None else AutoModel.from_pretrained(source)
+    model, tokenizer, encoder = load_text_model(settings.name, seed, settings.dtype)
     if not settings.dropout:
         disable_dropout(model)
     elif not has_dropout(model):
@@ -154,7 +135,7 @@ def load_backbone_model(settings: ModelSettings, seed: int = 0):
             task_type=TaskType.FEATURE_EXTRACTION, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
             target_modules=lora.target_modules, exclude_modules=["pooler.dense"] if pooler is not None else None,
         ))
-    return model, tokenizer, is_encoder(config)
+    return model, tokenizer, encoder
 
 
 def has_dropout(model: nn.Module) -> bool:
@@ -170,12 +151,10 @@ def load_sentence_encoder(name: str, pooling: str | None = None):
     offline name, hub id or folder). Pooling: ``pooling``, else the saved one, else the sentence-transformers pooling
     of the folder, else ``mean`` for encoders and ``last`` for causal LMs."""
     source = resolve_offline(name) or name
-    info, tokenizer = load_info(source), AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModel.from_pretrained(source)
+    model, tokenizer, encoder = load_text_model(name, dtype="auto")
+    info = load_info(source)
     pooling = pooling or info.get("pooling") or sentence_transformers_pooling(source)
-    pooling = pooling or ("mean" if is_encoder(model.config) else "last")
+    pooling = pooling or ("mean" if encoder else "last")
     return SentenceEncoder(model, pooling).eval(), tokenizer, info
 
 
