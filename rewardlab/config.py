@@ -132,6 +132,9 @@ class Recipe:
     epochs: float = 1.0
     max_steps: int | None = None
     max_grad_norm: float = 1.0
+    # Optimizer steps with a non-finite loss or gradient norm to skip (no update from them; counted in the log and in
+    # rewardlab.json) before the run stops with an error naming the step and its rows; 0: stop at the first.
+    skip_nonfinite: int = 0
     precision: str = choice("fp32", ("fp32", "bf16", "fp16", "auto"), "auto: bf16 where the hardware has it")
     seed: int = 0
     eval_steps: int | None = None
@@ -282,6 +285,8 @@ def validate(recipe: Recipe) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise RecipeError(f"recipe key '{name}' must be a positive integer, got {value}")
+    if recipe.skip_nonfinite < 0:
+        raise RecipeError(f"recipe key 'skip_nonfinite' must be >= 0 (0 = stop at the first), got {recipe.skip_nonfinite}")
     if recipe.learning_rate <= 0:
         raise RecipeError(f"recipe key 'learning_rate' must be > 0, got {recipe.learning_rate}")
     if not 0 <= recipe.loss.label_smoothing < 0.5:

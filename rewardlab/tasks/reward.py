@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 
 from rewardlab.backbones import Backbone, attention_cost, load_backbone, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, to_dict
@@ -17,6 +17,7 @@ from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics,
 from rewardlab.heads import RewardScorer, pair_rewards
 from rewardlab.objectives import BradleyTerryLoss
 from rewardlab.save import save_reward_model
+from rewardlab.tasks import map_across_processes
 
 
 def chat_renderer(tokenizer):
@@ -90,9 +91,9 @@ class RewardTask:
         return loss, {"accuracy": (chosen > rejected).float().mean()}
 
     def evaluate(self, accelerator: Accelerator, model, data: list[EncodedPair]) -> dict:
-        with accelerator.split_between_processes(data) as shard:
-            chosen, rejected = score_pairs(model, shard, self.collate, self.eval_batch_size, accelerator.device)
-        self.rewards = gather_object(chosen), gather_object(rejected)
+        rewards = map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: torch.tensor(
+            score_pairs(model, pairs, self.collate, len(pairs), accelerator.device)).T, length=lambda p: p.length)
+        self.rewards = rewards[:, 0].tolist(), rewards[:, 1].tolist()
         return preference_metrics(*self.rewards, data)
 
     @property

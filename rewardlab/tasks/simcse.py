@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -41,6 +40,7 @@ from rewardlab.heads import pool
 from rewardlab.objectives import SimCSELoss
 from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE, load_info
+from rewardlab.tasks import map_across_processes
 
 # Attention dropout given to backbones that have no dropout at all (Llama, Qwen, Mistral, ...) when
 # `model.dropout: true`: BERT's rate, the one the SimCSE paper uses.
@@ -305,10 +305,9 @@ class SimCSETask:
         if not data or not isinstance(data[0], StsPair):  # no eval_data: training sentences have no scores
             return {"pairs": 0, "spearman": math.nan, "pearson": math.nan}
         encoder = accelerator.unwrap_model(model)
-        with accelerator.split_between_processes(data) as shard:
-            similarities = cosine_similarities(encoder, self.tokenizer, shard, self.recipe.max_length,
-                                               self.eval_batch_size, accelerator.device)
-        return sts_metrics(gather_object(similarities), data)
+        similarities = map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: torch.tensor(
+            cosine_similarities(encoder, self.tokenizer, pairs, self.recipe.max_length, len(pairs), accelerator.device)))
+        return sts_metrics(similarities.tolist(), data)
 
     @property
     def eval_batch_size(self) -> int:
