@@ -137,8 +137,8 @@ def check_output_dir(output_dir: str | Path, resume: bool) -> None:
 def check_free_space(output_dir: str | Path, needed: int) -> None:
     free = shutil.disk_usage(output_dir).free
     if free < needed:
-        raise RecipeError(f"recipe key 'output_dir': {output_dir} has {free / 2**20:.0f} MiB free; this run needs at "
-                          f"least {needed / 2**20:.0f} MiB (a checkpoint and the final model)")
+        raise RecipeError(f"recipe key 'output_dir': {output_dir} has {free / 2**20:.1f} MiB free; this run needs at "
+                          f"least {needed / 2**20:.1f} MiB (a checkpoint and the final model)")
 
 
 def save_whole(save, output_dir: str | Path) -> None:

@@ -4,6 +4,7 @@ the same global batch, an exit that never hangs, and ranks that die with their l
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from test_train import logged_losses
 # destroyed, destroyed the group with the GIL held while a gloo worker thread waited for the GIL. The driver reports
 # how many DDP models are still alive when the group is destroyed (must be 0: the reducer goes first).
 DRIVER = '''
-import gc, sys
+import gc, os, sys
 import torch.distributed
 from torch.nn.parallel import DistributedDataParallel
 
@@ -32,6 +33,16 @@ def destroy(*args, **kwargs):
 
 
 torch.distributed.destroy_process_group = destroy
+if os.environ.get("POISON"):  # the loss of a batch holding the pair from this file:line is NaN
+    from rewardlab.tasks.reward import RewardTask
+
+    real_loss = RewardTask.loss
+
+    def loss(self, model, batch):
+        value, stats = real_loss(self, model, batch)
+        return value * float("nan") if any(o.endswith(os.environ["POISON"]) for o in batch.origins) else value, stats
+
+    RewardTask.loss = loss
 from rewardlab.cli import main
 
 sys.exit(main())
@@ -52,9 +63,9 @@ def launch(tmp_path, processes: int, *overrides: str, driver: bool = False) -> l
                        "batch_size=8", "learning_rate=3e-3", "logging_steps=1", *overrides]
 
 
-def run(command, cwd, timeout: float) -> subprocess.CompletedProcess:
+def run(command, cwd, timeout: float, **env) -> subprocess.CompletedProcess:
     """Run the launcher ``command``; on a timeout kill it and its ranks (each in a session of its own)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
     child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = child.communicate(timeout=timeout)
@@ -112,6 +123,19 @@ def test_two_process_training_exits_every_time(tmp_path):
         assert result.stdout.count("DDP models alive at destroy_process_group: 0") == 2, (attempt, result.stdout)
         assert (out / "config.json").is_file(), attempt
         print(f"run {attempt}: {time.perf_counter() - started:.1f} s")
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process(tmp_path):
+    """The pair at line 13 is in one process's micro-batch: both processes see the step fail (the loss is averaged
+    over processes), both stop at it with the same error, and both exit."""
+    result = run(launch(tmp_path, 2, f"output_dir={tmp_path / 'out'}", "max_steps=6", "save_steps=2", driver=True),
+                 tmp_path, timeout=120, POISON="train.jsonl:13")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0] == errors[1], result.stderr[-3000:]
+    assert re.match(r"error: step \d+: the loss is nan \(rows: .*train\.jsonl:13", errors[0]), errors[0]
+    assert result.stdout.count("DDP models alive at destroy_process_group: 0") == 2, result.stdout[-2000:]
+    assert not (tmp_path / "out" / "config.json").exists()
 
 
 def children(pid: int) -> list[int]:
