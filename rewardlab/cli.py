@@ -15,12 +15,12 @@ from rewardlab.data.formats import DataError
 def cmd_train(args) -> None:
     from rewardlab.launcher import die_with_launcher
 
-    die_with_launcher()  # first: importing the training stack takes seconds
+    die_with_launcher()  # now, not after the seconds that importing the training stack takes
     from rewardlab.config import load_recipe
     from rewardlab.train import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    train(recipe, resume=args.resume, resume_changed=args.resume_changed)
+    train(recipe, resume=args.resume or args.resume_changed, resume_changed=args.resume_changed)
 
 
 def _eval_sts(args) -> None:
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. max_steps=10 model.lora.r=8")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir")
     p.add_argument("--resume-changed", action="store_true",
-                   help="with --resume: continue although the recipe differs from the checkpoint's in keys that matter")
+                   help="--resume, and continue although the recipe differs from the checkpoint's in keys that matter")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a reward model on preference files, or a sentence encoder on STS files")

@@ -36,6 +36,7 @@ from rewardlab.checkpoints import (
     save_whole,
 )
 from rewardlab.config import Recipe, RecipeError, to_dict
+from rewardlab.launcher import die_with_launcher
 from rewardlab.tasks import build_task
 from rewardlab.tracking import JSONLinesTracker
 
@@ -81,6 +82,7 @@ def train(recipe: Recipe, resume: bool = False, resume_changed: bool = False) ->
     ``resume``: continue from the newest complete checkpoint in output_dir; its recipe must match this one in every
     key that matters, unless ``resume_changed`` says the change is intended.
     """
+    die_with_launcher()
     check_output_dir(recipe.output_dir, resume)  # every process, before any of them (the tracker) writes there
     accelerator, micro = make_accelerator(recipe)
     try:
