@@ -51,6 +51,8 @@ class Progress:
 
 @dataclass
 class Checkpoint:
+    """A complete checkpoint: its folder and what its progress file holds."""
+
     path: Path
     progress: Progress
     scheduler: dict
