@@ -8,6 +8,7 @@ Names resolve in this order: the tiny random backbones built from a config (``ti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -37,11 +38,18 @@ TINY_SPECIALS = ["<pad>", "<s>", "</s>", "[CLS]", "[SEP]", "<|im_start|>", "<|im
 @dataclass
 class Backbone:
     """A reward model and its tokenizer. ``encoder`` is True for bidirectional encoders (BERT-style), which read
-    the reward from the first token; causal LMs read it from the last real token."""
+    the reward from the first token; causal LMs read it from the last real token. ``dtypes`` says in words which
+    weights are in which dtype."""
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
     encoder: bool
+    dtypes: str = ""
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The modules that read the backbone's output, which may be kept in another dtype than the backbone under LoRA.
+HEAD_MODULES = ("score", "classifier", "pre_classifier", "pooler", "head")
 
 
 def is_encoder(config) -> bool:
@@ -91,31 +99,90 @@ def tiny_config(name: str, vocab_size: int):
 TINY_BACKBONES = ("tiny-llama", "tiny-gpt2", "tiny-bert")
 
 
-def load_backbone(settings: ModelSettings, seed: int = 0) -> Backbone:
-    """Load (or build) the model named in ``settings`` with a 1-output reward head, ready for training."""
+def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -> Backbone:
+    """Load (or build) the model named in ``settings`` with a ``num_labels``-output reward head, ready for training.
+
+    Dtypes (torchtune's rule, "the dtype you train in is the dtype you asked for"): the trained weights are
+    ``settings.dtype`` (fp32 master weights by default), whatever dtype the checkpoint was saved in (hub LLMs ship
+    bfloat16, where small AdamW updates round to nothing); under LoRA the frozen weights are
+    ``settings.lora.frozen_dtype`` (``same``, or e.g. ``checkpoint`` to keep the hub's bfloat16 and half the memory)."""
+    trained = DTYPES.get(settings.dtype, "auto")
+    frozen = trained if settings.lora.r == 0 or settings.lora.frozen_dtype == "same" else DTYPES.get(
+        settings.lora.frozen_dtype, "auto")
     if settings.name in TINY_BACKBONES:
         encoder = settings.name == "tiny-bert"
         tokenizer = tiny_tokenizer(encoder)
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(tiny_config(settings.name, len(tokenizer)))
+        config = tiny_config(settings.name, len(tokenizer))
+        config.num_labels = num_labels
+        model = AutoModelForSequenceClassification.from_config(config)
+        if frozen != "auto":
+            model.to(frozen)
     else:
-        source = resolve_offline(settings.name) or settings.name
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        config = AutoConfig.from_pretrained(source, num_labels=1)
-        encoder = is_encoder(config)
         torch.manual_seed(seed)  # the new head's initial weights
-        model = AutoModelForSequenceClassification.from_pretrained(source, config=config)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # Sequence-classification heads find the reward token from the pad id (the rightmost non-pad token).
-    model.config.pad_token_id = tokenizer.pad_token_id
+        model, tokenizer, encoder = load_classifier(resolve_offline(settings.name) or settings.name, num_labels,
+                                                    dtype=frozen)
+    trained_dtype = model.get_input_embeddings().weight.dtype if trained == "auto" else trained
     if not settings.dropout:
         disable_dropout(model)
     if settings.gradient_checkpointing:
         checkpoint_layers(model, float(settings.gradient_checkpointing))
     if settings.lora.r > 0:
         model = add_lora(model, settings.lora)
-    return Backbone(model=model, tokenizer=tokenizer, encoder=encoder)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != trained_dtype:
+            param.data = param.data.to(trained_dtype)
+    dtypes = dtype_summary(model)
+    if len({p.dtype for p in model.parameters()}) > 1:
+        cast_head_inputs(model)
+    return Backbone(model=model, tokenizer=tokenizer, encoder=encoder, dtypes=dtypes)
+
+
+def load_classifier(source, num_labels: int = 1, dtype: torch.dtype | str = "auto", trust_remote_code: bool = False):
+    """(sequence classifier, tokenizer, encoder?) from a folder or hub id: a saved classifier as it is, an adapter
+    folder with its base, or a plain backbone with a new ``num_labels``-output head. The one place rewardlab loads
+    a reward model; ``dtype`` "auto" keeps the checkpoint's. Remote code only when asked."""
+    options = dict(trust_remote_code=trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(source, **options)
+    config = AutoConfig.from_pretrained(source, **options)
+    if Path(source, "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification
+
+        model = AutoPeftModelForSequenceClassification.from_pretrained(source, num_labels=num_labels, dtype=dtype,
+                                                                       **options)
+    elif any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        model = AutoModelForSequenceClassification.from_pretrained(source, dtype=dtype, **options)
+    else:  # a plain backbone (e.g. an offline name): a new, untrained head
+        config.num_labels = num_labels
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, dtype=dtype, **options)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Sequence-classification heads find the reward token from the pad id (the rightmost non-pad token).
+    (model.get_base_model() if hasattr(model, "get_base_model") else model).config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, is_encoder(config)
+
+
+def dtype_summary(model: torch.nn.Module) -> str:
+    """E.g. "trained weights float32, frozen weights bfloat16"."""
+    trained = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if p.requires_grad}
+    frozen = {str(p.dtype).removeprefix("torch.") for p in model.parameters() if not p.requires_grad}
+    text = f"trained weights {'/'.join(sorted(trained)) or 'none'}"
+    return text + (f", frozen weights {'/'.join(sorted(frozen))}" if frozen else "")
+
+
+def cast_head_inputs(model: torch.nn.Module) -> None:
+    """Let the head (kept in the trained dtype) read a backbone kept in another (LoRA over bfloat16 weights): its
+    inputs are cast to its own dtype, with or without autocast."""
+    classifier = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def cast(module, args, kwargs):  # to the trained copy's dtype (peft keeps the frozen original beside it)
+        dtype = next((p for p in module.parameters() if p.requires_grad), next(module.parameters())).dtype
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args), kwargs
+
+    for name in HEAD_MODULES:
+        head = getattr(classifier, name, None)
+        if isinstance(head, torch.nn.Module) and any(True for _ in head.parameters()):
+            head.register_forward_pre_hook(cast, with_kwargs=True)
 
 
 def checkpoint_layers(model: PreTrainedModel, fraction: float = 1.0) -> int:
@@ -141,9 +208,12 @@ def attention_cost(model: torch.nn.Module) -> float:
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
+    """No dropout anywhere: dropout modules, and the attention dropout rate Llama-style attention keeps as a float."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 def add_lora(model: PreTrainedModel, lora: LoraSettings):

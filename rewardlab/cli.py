@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import math
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from rewardlab.config import RecipeError
-from rewardlab.data.formats import DataError
+from rewardlab.data.rows import DataError, describe
+from rewardlab.data.rows import messages as is_conversation
 
 
 def cmd_train(args) -> None:
@@ -46,8 +51,6 @@ def _eval_sts(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    import torch
-
     from rewardlab.evaluate_sts import has_sts_columns
     from rewardlab.offline import resolve_offline
     from rewardlab.save import load_info
@@ -58,28 +61,25 @@ def cmd_eval(args) -> None:
     ):
         return _eval_sts(args)
 
-    from rewardlab.backbones import Backbone
-    from rewardlab.data.encode import PairEncoder
-    from rewardlab.data.formats import read_pairs
-    from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
-    from rewardlab.heads import RewardScorer
-    from rewardlab.scoring import load_reward_model
-    from rewardlab.tasks.reward import chat_renderer, make_collator, resolve_layout
+    from rewardlab.evaluate import comparisons, evaluation, format_metrics, plot_rewards, score_examples
+    from rewardlab.scoring import RewardModel
+    from rewardlab.tasks.reward import load_pairs, make_collator, resolve_layout
 
-    model, tokenizer, encoder, info = load_reward_model(args.model)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model.to(device)
-    pair_encoder = PairEncoder(tokenizer, encoder, args.max_length or info.get("max_length", 512), "truncate")
-    collator = make_collator(resolve_layout("auto", encoder), Backbone(model, tokenizer, encoder))
+    def log(message):
+        print(message, file=sys.stderr)
+
+    reward_model = RewardModel.load(args.model, args.max_length)
+    layout, note = resolve_layout(args.layout, reward_model.module, key="--layout")
+    log(f"{args.model}: layout {layout}" + (f" ({note})" if note else "") + f", max_length {reward_model.max_length}")
+    collate = make_collator(layout, reward_model.module)
     results = {}
     for path in args.data:
-        pairs, read_report = read_pairs(path, args.split, chat_renderer(tokenizer))
-        encoded, encode_report = pair_encoder.encode_pairs(pairs, path)
-        print(f"{path}: {read_report.summary()}; {encode_report.summary()}", file=sys.stderr)
-        chosen, rejected = score_pairs(RewardScorer(model), encoded, collator, args.batch_size, device)
-        results[path] = preference_metrics(chosen, rejected, encoded)
+        encoded = load_pairs(path, args.split, reward_model.policy, log)
+        outputs = score_examples(reward_model.module, encoded, collate, args.batch_size, reward_model.module.device)
+        results[path] = evaluation(encoded, outputs, reward_model.weighted)
         print(format_metrics(path, results[path]))
         if args.plot:
+            chosen, rejected = comparisons(encoded, [[reward_model.weighted(o) for o in e] for e in outputs])
             Path(args.plot).mkdir(parents=True, exist_ok=True)
             plot_rewards(chosen, rejected, encoded, Path(args.plot) / f"{Path(path).stem}.png")
     if args.json:
@@ -92,22 +92,26 @@ SCORE_CHUNK = 1024  # rows read, scored and written at a time
 def cmd_score(args) -> None:
     from tqdm.auto import tqdm
 
-    from rewardlab.data.formats import iter_rows
+    from rewardlab.data.rows import iter_rows
     from rewardlab.scoring import RewardModel
 
-    model = RewardModel.load(args.model, args.max_length, args.token_budget)
-    if args.normalize:
-        model.normalize([])  # fail before reading anything when the model has no statistics
-    total = _count_lines(args.input) if args.input.endswith(".jsonl") else None
-    with open(args.output, "w", encoding="utf-8") as out, tqdm(total=total, unit="row", file=sys.stderr) as bar:
-        chunk = []
-        for row, origin in iter_rows(args.input):
-            chunk.append((row, origin))
-            if len(chunk) == SCORE_CHUNK:
-                _score_chunk(model, chunk, args, out)
-                bar.update(len(chunk))
-                chunk = []
-        if chunk:
+    rows = iter_rows(args.input)
+    first = next(rows, None)  # a missing or malformed input fails here, before the model loads
+    if first is None:
+        raise DataError(f"{args.input}: no rows to score")
+    with replaced_on_success(Path(args.output)) as out:
+        model = RewardModel.load(args.model, args.max_length, args.token_budget)
+        if args.normalize:
+            model.normalize([])  # fail before scoring anything when the model has no statistics
+        total = _count_lines(args.input) if args.input.endswith(".jsonl") else None
+        with tqdm(total=total, unit="row", file=sys.stderr) as bar:
+            chunk = [first]
+            for row in rows:
+                if len(chunk) == SCORE_CHUNK:
+                    _score_chunk(model, chunk, args, out)
+                    bar.update(len(chunk))
+                    chunk = []
+                chunk.append(row)
             _score_chunk(model, chunk, args, out)
             bar.update(len(chunk))
     if model.report.truncated_prompt or model.report.truncated_response:
@@ -115,23 +119,47 @@ def cmd_score(args) -> None:
               f"{model.report.truncated_response} responses cut from the left", file=sys.stderr)
 
 
-def _count_lines(path: str) -> int | None:
+@contextlib.contextmanager
+def replaced_on_success(path: Path):
+    """A text file to write that becomes ``path`` only once everything is written: an error, an interruption or an
+    output that is also the input leaves ``path`` as it was until the end. Nothing in the standard library or the
+    dependencies does this (a temporary file beside ``path``, then an atomic rename)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a folder")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.strip())
-    except OSError:
-        return None  # iter_rows names the missing file
+        out = temporary.open("x", encoding="utf-8")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror})") from None
+    try:
+        with out:
+            yield out
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _count_lines(path: str) -> int:
+    """Rows of a JSON-lines file, for the progress bar."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
     """Score every row of ``chunk`` in one token-budget run and write the rows with their rewards."""
+    from rewardlab.scoring import ScoringError
+
     sequences = [_row_sequences(model, row, origin, args.best_of_n) for row, origin in chunk]
-    flat = model.score_ids([s for seqs in sequences for s in seqs])
+    outputs = model.score_ids([s for seqs in sequences for s in seqs], attributes=True)
+    flat = [model.weighted(o) for o in outputs]
     if args.normalize:
         flat = model.normalize(flat)
     start = 0
-    for (row, _), seqs in zip(chunk, sequences):
+    for (row, origin), seqs in zip(chunk, sequences):
         rewards, start = flat[start : start + len(seqs)], start + len(seqs)
+        if not all(math.isfinite(r) for r in rewards):
+            raise ScoringError(f"{origin}: the model gave a non-finite reward ({rewards}); its weights are broken "
+                               f"(a training run that diverged?); {args.output} was left as it was")
         if args.best_of_n:
             best = max(range(len(rewards)), key=rewards.__getitem__)
             responses = row["responses"]
@@ -139,13 +167,30 @@ def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
             row.update(response=responses[best], reward=rewards[best], rewards=rewards)
         else:
             row["reward"] = rewards[0]
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if model.attributes:  # a multi-attribute model: every attribute, beside the weighted reward
+                row["attributes"] = dict(zip(model.attributes, outputs[start - 1]))
+        out.write(_json_line(row, origin))
+
+
+def _json_line(row: dict, origin: str) -> str:
+    """``row`` as one line of JSON; timestamps (parquet) are written as ISO text, and what JSON cannot hold (NaN,
+    bytes) is an error naming the row."""
+
+    def plain(value):
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        raise TypeError(f"a {type(value).__name__} value is not JSON")
+
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False, default=plain) + "\n"
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{origin}: the row cannot be written back as JSON ({e})") from None
 
 
 def _row_sequences(model, row: dict, origin: str, best_of_n: bool) -> list[list[int]]:
     """Token ids of a row's response(s): ``prompt`` + ``response``, ``messages`` (the last one is the response),
     one whole ``text``, or with ``--best-of-n`` ``prompt`` + ``responses`` (a list)."""
-    from rewardlab.scoring import ScoringError, is_messages
+    from rewardlab.scoring import ScoringError
 
     try:
         if best_of_n:
@@ -153,17 +198,18 @@ def _row_sequences(model, row: dict, origin: str, best_of_n: bool) -> list[list[
             if "prompt" not in row or not isinstance(responses, list) or not responses:
                 raise ScoringError(f"--best-of-n rows need 'prompt' and 'responses' (a non-empty list); "
                                    f"columns present: {', '.join(map(str, row)) or 'none'}")
-            prompt = _text(row["prompt"], "prompt")
-            return [model.encode(prompt, _text(r, "responses")) for r in responses]
+            prompt = _text(row["prompt"], "prompt", origin)
+            return [model.encode(prompt, _text(r, "responses", origin)) for r in responses]
         if "text" in row:
-            return [model.encode_text(_text(row["text"], "text", messages=False))]
+            return [model.encode_text(_text(row["text"], "text", origin, conversation=False))]
         if "messages" in row:
             messages = row["messages"]
-            if not is_messages(messages) or not messages:
-                raise ScoringError("column 'messages' must be a non-empty list of {role, content} messages")
+            if not is_conversation(messages, "messages", origin) or not messages:
+                raise ScoringError(f"column 'messages' must be a non-empty list of {{role, content}} messages, "
+                                   f"got {describe(messages)}")
             return [model.encode(messages[:-1], messages[-1:])]
         if "prompt" in row and "response" in row:
-            return [model.encode(_text(row["prompt"], "prompt"), _text(row["response"], "response"))]
+            return [model.encode(_text(row["prompt"], "prompt", origin), _text(row["response"], "response", origin))]
         hint = " (rows with several responses need --best-of-n)" if "responses" in row else ""
         raise ScoringError(f"expected columns prompt + response, messages, or text{hint}; "
                            f"columns present: {', '.join(map(str, row)) or 'none'}")
@@ -171,13 +217,14 @@ def _row_sequences(model, row: dict, origin: str, best_of_n: bool) -> list[list[
         raise DataError(f"{origin}: {e}") from None
 
 
-def _text(value, column: str, messages: bool = True):
-    from rewardlab.scoring import ScoringError, is_messages
+def _text(value, column: str, origin: str, conversation: bool = True):
+    """A prompt or response: a string or (unless ``conversation`` is False) a list of messages."""
+    from rewardlab.scoring import ScoringError
 
-    if isinstance(value, str) or (messages and is_messages(value)):
+    if isinstance(value, str) or (conversation and is_conversation(value, column, origin)):
         return value
-    kinds = "a string or a list of {role, content} messages" if messages else "a string"
-    raise ScoringError(f"column '{column}' must be {kinds}, got {type(value).__name__}")
+    kinds = "a string or a list of {role, content} messages" if conversation else "a string"
+    raise ScoringError(f"column '{column}' must be {kinds}, got {describe(value)}")
 
 
 def cmd_serve(args) -> None:
@@ -192,19 +239,30 @@ def cmd_serve(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    import yaml
-
     from rewardlab.compare import compare
-    from rewardlab.config import Comparison, load_comparison, load_recipe
+    from rewardlab.config import Comparison, load_comparison, load_recipe, read_yaml
 
     first = Path(args.recipes[0])
-    if len(args.recipes) == 1 and first.is_file() and "runs" in (yaml.safe_load(first.read_text()) or {}):
+    contents = read_yaml(first) if len(args.recipes) == 1 else {}
+    if isinstance(contents, dict) and "runs" in contents:
         comparison = load_comparison(first)
     else:
         comparison = Comparison(runs=args.recipes, overrides=args.set, output_dir=args.output)
         for run in comparison.runs:
             load_recipe(run, comparison.overrides)
     compare(comparison)
+
+
+def positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (0-65535), got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,8 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split for hub datasets (default: test)")
     p.add_argument("--json", help="write the metrics per file to this JSON file")
     p.add_argument("--plot", help="write a PNG per file into this folder")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, help="default: the length the model was trained with, else 512")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-length", type=positive_int, help="default: the length the model was trained with, else 512")
+    p.add_argument("--layout", default="auto", choices=("auto", "padded", "packed", "prefix_shared"),
+                   help="how pairs become rows (as in training; default: auto, the fastest exact one)")
     p.add_argument("--pooling", choices=("cls", "mean", "last"),
                    help="STS: sentence embedding pooling (default: the saved model's, else mean for encoders and "
                         "last for causal LMs)")
@@ -247,11 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve a reward model over HTTP (POST /score, POST /get_reward, GET /health)")
     p.add_argument("model", help="a saved model folder or hub id")
     p.add_argument("--host", default="127.0.0.1", help="default: loopback only")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port, default=8000)
     p.add_argument("--api-key", default=os.environ.get("REWARDLAB_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $REWARDLAB_API_KEY, else no key)")
     p.add_argument("--normalize", action="store_true", help="(reward - mean) / std with the saved statistics")
-    p.add_argument("--max-items", type=int, default=4096, help="most items in one request")
+    p.add_argument("--max-items", type=positive_int, default=4096, help="most items in one request")
     p.add_argument("--no-merge", action="store_true", help="one forward pass per request (for comparison)")
     _scoring_options(p)
     p.set_defaults(func=cmd_serve)
@@ -264,23 +324,70 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-length", type=int, help="default: the length the model was trained with, else 512")
-    p.add_argument("--token-budget", type=int,
+    p.add_argument("--max-length", type=positive_int, help="default: the length the model was trained with, else 512")
+    p.add_argument("--token-budget", type=positive_int,
                    help="most padded tokens (rows x longest row) in one forward pass (default: 16384 on a GPU, "
                         "2048 on CPU)")
 
 
+# Packages behind optional features: the extra that installs each.
+EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "pydantic": "serve", "tensorboard": "tensorboard",
+          "matplotlib": "plot", "PIL": "clip", "gguf": "smollm2"}
+DEBUG = "REWARDLAB_DEBUG"  # set to 1 for the full traceback of any failure
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Mistakes in what was given (recipes, data and chat templates, paths, missing packages) are a
+    one-line ``error: ...`` and exit status 2; anything else is a bug in rewardlab: one line naming where it
+    happened, exit status 1, and the traceback with ``REWARDLAB_DEBUG=1``."""
     args = build_parser().parse_args(argv)
     # `rewardlab train key=value` without a recipe: the first positional is an override, not a file.
     if args.command == "train" and args.recipe and "=" in args.recipe and not Path(args.recipe).exists():
         args.overrides, args.recipe = [args.recipe, *args.overrides], None
     try:
+        if getattr(args, "model", None):
+            _check_model_path(args.model)
         args.func(args)
-    except (RecipeError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get(DEBUG, "") not in ("", "0"):
+            raise
+        message, status = describe_failure(e)
+        print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+        return status
     return 0
+
+
+def _check_model_path(name: str) -> None:
+    """A name like ``runs/typo`` whose folder ``runs`` is here is a local path that does not exist, not a hub id to
+    look up (which would only fail after minutes of retries offline)."""
+    path = Path(name)
+    if not path.exists() and str(path.parent) not in ("", ".") and path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such model folder", name)
+
+
+def describe_failure(e: Exception) -> tuple[str, int]:
+    """(one-line message, exit status) for an exception that ended a command."""
+    from rewardlab.compare import RunFailed
+
+    if isinstance(e, (RecipeError, DataError, RunFailed)):
+        return str(e), 2
+    if isinstance(e, ModuleNotFoundError) and not (e.name or "").startswith("rewardlab"):
+        if "pip install" in str(e):  # rewardlab's own message, with the command
+            return str(e), 2
+        top = (e.name or "").split(".")[0]
+        extra = EXTRAS.get(top)
+        hint = f"pip install 'rewardlab[{extra}]'" if extra else f"pip install {top}"
+        return f"this needs the '{top}' package, which is not installed: {hint}", 2
+    if isinstance(e, OSError):
+        if e.strerror and e.filename:
+            return f"{e.strerror}: {e.filename}", 2
+        return e.strerror or str(e), 2
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    return (f"internal error: {type(e).__name__}: {e} (at {frame.filename}:{frame.lineno} in {frame.name}). This is "
+            f"a bug in rewardlab: please report it with the traceback that {DEBUG}=1 prints"), 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ from rewardlab.config import Comparison
 from rewardlab.save import load_info
 
 
+class RunFailed(RuntimeError):
+    """A recipe's training process failed; it has printed why."""
+
+
 def run_one(recipe: str, overrides: list[str], output_dir: Path) -> dict:
     """Train one recipe in a child process; (wall seconds, peak RSS in GB, the saved info)."""
     command = [sys.executable, "-m", "rewardlab.cli", "train", recipe, *overrides, f"output_dir={output_dir}"]
@@ -26,7 +30,7 @@ def run_one(recipe: str, overrides: list[str], output_dir: Path) -> dict:
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        raise RuntimeError(f"{recipe} failed (exit {child.returncode}); see its output above")
+        raise RunFailed(f"{recipe} failed (exit {child.returncode}); see its output above")
     return {"wall_seconds": time.perf_counter() - started, "peak_rss_gb": usage.ru_maxrss / 2**20,
             "info": load_info(output_dir)}
 

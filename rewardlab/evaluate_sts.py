@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rewardlab.data.formats import DataError, iter_rows
+from rewardlab.data.rows import DataError, describe, iter_rows, missing_column, number, text
 
 STS_COLUMNS = ("sentence1", "sentence2", "score")
 
@@ -44,24 +44,18 @@ def has_sts_columns(source: str) -> bool:
 
 
 def read_sts(source: str, split: str = "test") -> list[StsPair]:
-    """Every row of ``source`` as an :class:`StsPair`; a missing column, an empty sentence or a score that is not a
-    finite number is a :class:`DataError` naming the file and line."""
+    """Every row of ``source`` as an :class:`StsPair` (the rules of :mod:`rewardlab.data.rows`); a missing column, an
+    empty sentence or a score that is not a finite number is a :class:`DataError` naming the file and line."""
     pairs = []
     for row, origin in iter_rows(source, split):
-        missing = [c for c in STS_COLUMNS if c not in row]
-        if missing:
-            raise DataError(f"{origin}: missing column '{missing[0]}'; an STS file has columns "
-                            f"{', '.join(STS_COLUMNS)}; columns present: {', '.join(map(str, row)) or 'none'}")
-        for column in STS_COLUMNS[:2]:
-            if not isinstance(row[column], str) or not row[column].strip():
-                raise DataError(f"{origin}: column '{column}' must be a non-empty string, got {row[column]!r}")
-        try:
-            score = float(row["score"])
-        except (TypeError, ValueError):
-            score = math.nan
-        if not math.isfinite(score):
-            raise DataError(f"{origin}: column 'score' must be a finite number, got {row['score']!r}")
-        pairs.append(StsPair(row["sentence1"], row["sentence2"], score, origin))
+        for column in STS_COLUMNS:
+            if column not in row:
+                raise missing_column(row, column, origin, f"an STS file has columns {', '.join(STS_COLUMNS)}")
+        sentence1, sentence2 = (text(row, column, origin) for column in STS_COLUMNS[:2])
+        score = number(row, "score", origin)
+        if score is None:
+            raise DataError(f"{origin}: column 'score' must be a finite number, got {describe(row['score'])}")
+        pairs.append(StsPair(sentence1, sentence2, score, origin))
     if not pairs:
         raise DataError(f"{source}: no sentence pairs")
     return pairs

@@ -38,11 +38,13 @@ def test_rank_of_conversations_shares_the_rendered_prompt(tiny):
 def test_a_candidate_of_pad_tokens_only_is_read_where_the_prompt_ends(tiny):
     """With the EOS as pad token (as many causal LMs set it), an empty candidate is just that token, and the
     rightmost non-pad token is the prompt's last: shared scoring reads it from the prompt pass, like one-by-one."""
-    rm = reward_model(tiny, "tiny-llama")
-    rm.tokenizer = copy.deepcopy(rm.tokenizer)
-    rm.tokenizer.pad_token = rm.tokenizer.eos_token
-    rm.model.config.pad_token_id = rm.tokenizer.pad_token_id
+    model = copy.deepcopy(tiny["tiny-llama"].model)
+    model.score.weight.data *= 1000
+    tokenizer = copy.deepcopy(tiny["tiny-llama"].tokenizer)
+    tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    rm = RewardModel(model, tokenizer, encoder=False)
     prompt, candidates = "Which fruit is yellow?", ["", " A banana.", " no"]
-    assert rm.encode_parts(prompt, "")[1] == [rm.tokenizer.pad_token_id]
+    assert rm.encode(prompt, "")[-1] == tokenizer.pad_token_id
     one_by_one = [rm.score([prompt], [c])[0] for c in candidates]
     assert rm.score_candidates(prompt, candidates) == pytest.approx(one_by_one, abs=1e-4)

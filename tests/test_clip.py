@@ -15,6 +15,7 @@ import torch
 
 from conftest import REPO, needs
 from rewardlab.config import RECIPES_DIR, load_recipe
+from rewardlab.data.formats import DataError
 from rewardlab.data.images import (
     SHAPE_CLASSES, ImageDataError, ImageTextCollator, generate_shapes, load_pixels, read_image_captions,
 )
@@ -199,13 +200,13 @@ def test_bad_image_data_errors_name_the_file_and_line(tmp_path):
     with pytest.raises(ImageDataError, match=r"a\.png: no caption file a\.txt"):
         read_image_captions(str(tmp_path), 16)
     cases = {
-        '{"image": "a.png"': r"bad\.jsonl:1: not valid JSON",
-        '{"image": "a.png", "text": "x"}': r"bad\.jsonl:1: 'caption' must be a non-empty string \(keys: image, text\)",
+        '{"image": "a.png"': r"bad\.jsonl:1: malformed JSON",
+        '{"image": "a.png", "text": "x"}': r"bad\.jsonl:1: missing column 'caption'; columns present: image, text",
         '{"image": "missing.png", "caption": "x"}': r"bad\.jsonl:1: image file not found: .*missing\.png",
     }
     for line, message in cases.items():
         (tmp_path / "bad.jsonl").write_text(line + "\n")
-        with pytest.raises(ImageDataError, match=message):
+        with pytest.raises(DataError, match=message):
             read_image_captions(str(tmp_path / "bad.jsonl"), 16)
     with pytest.raises(ImageDataError, match=r"expected a folder .*\(no such file or folder\)"):
         read_image_captions(str(tmp_path / "nope.jsonl"), 16)

@@ -7,14 +7,14 @@ import torch
 
 from conftest import synthetic_rows
 from rewardlab.data.collate import PackedCollator, PadCollator
-from rewardlab.data.encode import EncodedPair, EncodeReport, PairEncoder
+from rewardlab.data.encode import EncodedPair, EncodeReport, EncodingPolicy
 from rewardlab.data.formats import PreferencePair
-from rewardlab.heads import RewardScorer
+from rewardlab.model import RewardModule
 
 
 def encoded_pairs(tiny, name, n=6):
     backbone = tiny[name]
-    encoder = PairEncoder(backbone.tokenizer, backbone.encoder, max_length=128)
+    encoder = EncodingPolicy(backbone.tokenizer, backbone.encoder, max_length=128)
     rows = synthetic_rows(n, seed=3)
     # prompts and responses of different lengths, one response empty after the prompt (HH has such rows)
     pairs = [PreferencePair(r["prompt"] * (1 + i % 3), r["chosen"], r["rejected"]) for i, r in enumerate(rows)]
@@ -27,7 +27,7 @@ def scorer(tiny, name):
     model = copy.deepcopy(tiny[name].model).eval()
     head = model.score if hasattr(model, "score") else model.classifier
     head.weight.data *= 1000
-    return RewardScorer(model)
+    return RewardModule(model, tiny[name].encoder)
 
 
 def rewards(model, collator, pairs):
@@ -73,13 +73,14 @@ def test_length_grouped_batches_are_homogeneous_and_seeded():
     assert list(sampler) != order
 
 
-def test_prefix_sharing_on_an_encoder_is_a_recipe_error(tmp_path):
+def test_prefix_sharing_on_an_encoder_is_a_recipe_error(tiny):
     from rewardlab.config import RecipeError
     from rewardlab.tasks.reward import resolve_layout
 
-    assert resolve_layout("auto", encoder=True) == "packed" and resolve_layout("auto", encoder=False) == "prefix_shared"
+    bert, llama = RewardModule(tiny["tiny-bert"].model, True), RewardModule(tiny["tiny-llama"].model, False)
+    assert resolve_layout("auto", bert)[0] == "packed" and resolve_layout("auto", llama)[0] == "prefix_shared"
     with pytest.raises(RecipeError, match="prefix_shared needs a causal LM"):
-        resolve_layout("prefix_shared", encoder=True)
+        resolve_layout("prefix_shared", bert)
 
 
 def test_checkpointing_a_fraction_of_the_layers_recomputes_those_only_and_keeps_the_gradients(tiny):
@@ -98,7 +99,7 @@ def test_checkpointing_a_fraction_of_the_layers_recomputes_those_only_and_keeps_
         counts = [0, 0]
         for i, layer in enumerate(layers):
             layer.mlp.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
-        RewardScorer(model)(batch).square().sum().backward()
+        RewardModule(model, False)(batch).square().sum().backward()
         calls[fraction] = counts
         grads[fraction] = {n: p.grad for n, p in model.named_parameters()}
     assert calls == {0.0: [1, 1], 0.5: [2, 1]}

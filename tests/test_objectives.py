@@ -29,10 +29,13 @@ def test_label_smoothing_puts_epsilon_on_the_flipped_label():
     assert loss.item() == pytest.approx(0.413262, abs=1e-6)
 
 
-def test_centering_adds_coefficient_times_mean_square_reward():
-    """rewards (1, −3): −log σ(4) = 0.018149; mean(r²) = (1 + 9) / 2 = 5; 0.01 · 5 = 0.05."""
+def test_centering_penalises_the_pair_sum_not_the_margin():
+    """Eisenstein et al. 2023 / TRL's center_rewards_coefficient: c · mean((r_c + r_r)²). Rewards (1, −3): −log σ(4)
+    = 0.018149; (1 − 3)² = 4; 0.01 · 4 = 0.04. A pair centred on zero (2, −2) pays nothing for its margin of 4."""
     loss = BradleyTerryLoss(center_coefficient=0.01)(torch.tensor([1.0]), torch.tensor([-3.0]))
-    assert loss.item() == pytest.approx(0.018149 + 0.05, abs=1e-6)
+    assert loss.item() == pytest.approx(0.018149 + 0.04, abs=1e-6)
+    centred = BradleyTerryLoss(center_coefficient=0.01)(torch.tensor([2.0]), torch.tensor([-2.0]))
+    assert centred.item() == pytest.approx(BradleyTerryLoss()(torch.tensor([2.0]), torch.tensor([-2.0])).item())
 
 
 def test_bradley_terry_is_two_way_cross_entropy():

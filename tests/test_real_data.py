@@ -5,7 +5,7 @@ import pytest
 from conftest import SHARED_DATA, needs_shared_data
 from rewardlab.backbones import tiny_tokenizer
 from rewardlab.config import load_recipe
-from rewardlab.data.encode import PairEncoder
+from rewardlab.data.encode import EncodingPolicy
 from rewardlab.data.formats import read_pairs
 from rewardlab.train import train
 
@@ -30,7 +30,7 @@ def test_explicit_prompt_sets_parse_with_sources(name):
 
 def test_truncation_on_hh_keeps_every_response_end():
     pairs, _ = read_pairs(str(HH_DEV))
-    encoder = PairEncoder(tiny_tokenizer(encoder=False), encoder=False, max_length=256)
+    encoder = EncodingPolicy(tiny_tokenizer(encoder=False), encoder=False, max_length=256)
     encoded, report = encoder.encode_pairs(pairs)
     assert len(encoded) == len(pairs) and report.truncated_prompt > 0
     for e in encoded:

@@ -5,8 +5,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from rewardlab.data.collate import PadCollator
-from rewardlab.heads import RewardScorer
-from rewardlab.data.encode import PairEncoder
+from rewardlab.data.encode import EncodingPolicy
 from rewardlab.data.formats import parse_row
 from rewardlab.evaluate import score_pairs
 from rewardlab.save import save_reward_model
@@ -67,10 +66,10 @@ def test_scores_are_plain_transformers_on_training_encoding(tiny, tmp_path):
         with torch.no_grad():
             assert plain(input_ids=torch.tensor([ids])).logits[0, 0].item() == pytest.approx(score, abs=1e-5)
 
-    encoder = PairEncoder(tok, False, 64)  # rejected = chosen, so the pair cuts the prompt as a single response does
+    encoder = EncodingPolicy(tok, False, 64)  # rejected = chosen, so the pair cuts the prompt as a single response does
     pairs, _ = encoder.encode_pairs([parse_row({"prompt": p, "chosen": r, "rejected": r}, "t", None)
                                      for p, r in zip(prompts, responses)])
-    chosen, _ = score_pairs(RewardScorer(rm.model), pairs, PadCollator(tok.pad_token_id, False), 4, "cpu")
+    chosen, _ = score_pairs(rm.module, pairs, PadCollator(tok.pad_token_id, False), 4, "cpu")
     assert chosen == pytest.approx(scores, abs=1e-5)
 
 
@@ -92,7 +91,7 @@ def test_chat_inputs_encode_like_conversational_training_rows(tiny):
     def render(messages, prompt_only):
         return b.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt_only)
 
-    pair = PairEncoder(b.tokenizer, False, 512).encode_pair(
+    pair = EncodingPolicy(b.tokenizer, False, 512).encode_pair(
         parse_row({"prompt": prompt, "chosen": reply, "rejected": [{"role": "assistant", "content": "No."}]}, "t",
                   render), None)
     assert rm.encode(prompt, reply) == pair.prompt_ids + pair.chosen_ids

@@ -79,7 +79,7 @@ def run(tmp_path, name, sharded, overrides):
     assert result.returncode == 0, result.stderr[-3000:]
     if sharded:  # the model really was sharded: FSDP 2 turned its parameters into DTensors
         # ... one shard group per decoder layer (tiny-llama has 2) and the root
-        assert "prepared: FSDP FSDPRewardScorer ['DTensor'] 3 units" in result.stdout, result.stdout[-2000:]
+        assert "prepared: FSDP FSDPRewardModule ['DTensor'] 3 units" in result.stdout, result.stdout[-2000:]
     return out
 
 

@@ -80,17 +80,15 @@ def test_saved_model_reloads_in_plain_transformers_with_identical_scores(tmp_pat
 
     # plain transformers on raw text gives the same reward as rewardlab's batched, padded path
     from rewardlab.data.collate import PadCollator
-    from rewardlab.heads import RewardScorer
-    from rewardlab.data.encode import PairEncoder
     from rewardlab.data.formats import read_pairs
     from rewardlab.evaluate import score_pairs
-    from rewardlab.scoring import load_reward_model
+    from rewardlab.scoring import RewardModel
 
-    model, tok, encoder, _ = load_reward_model(str(out))
+    rm = RewardModel.load(str(out))
     pairs, _ = read_pairs(recipe.eval_data)
-    encoded, _ = PairEncoder(tok, encoder, 64).encode_pairs(pairs[:6])
-    chosen, _ = score_pairs(RewardScorer(model), encoded, PadCollator(tok.pad_token_id, encoder), 4, "cpu")
-    eos = "" if encoder else tok.eos_token
+    encoded, _ = rm.policy.encode_pairs(pairs[:6])
+    chosen, _ = score_pairs(rm.module, encoded, PadCollator(rm.tokenizer.pad_token_id, rm.module.encoder), 4, "cpu")
+    eos = "" if rm.module.encoder else rm.tokenizer.eos_token
     plain = plain_transformers_rewards(out, [p.prompt + p.chosen + eos for p in pairs[:6]])
     assert plain == pytest.approx(chosen, abs=1e-5)
 

@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(0)
     replies = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     tasks = []
-    long_enough = [p for p in pairs if len(rm.encode_parts(p.prompt, p.chosen)[0]) >= args.min_prompt_tokens]
+    long_enough = [p for p in pairs if len(rm.policy.encode_candidates(p.prompt, [p.chosen])[0])
+                   >= args.min_prompt_tokens]
     for pair in rng.sample(long_enough, args.prompts):
         tasks.append((pair.prompt, [pair.chosen, pair.rejected] + rng.sample(replies, args.n - 2)))
     rm.rank(*tasks[0])  # warm-up
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     reference = results["loop, one candidate at a time"]
     worst = max(abs(a - b) for name in results for got, ref in zip(results[name], reference) for a, b in zip(got, ref))
     tokens = sum(len(rm.encode(p, c)) for p, cs in tasks for c in cs)
-    once = sum(len(rm.encode_parts(p, cs[0])[0]) + sum(len(rm.encode_parts(p, c)[1]) for c in cs) for p, cs in tasks)
+    once = 0
+    for p, cs in tasks:
+        shared, rests = rm.policy.encode_candidates(p, cs)
+        once += len(shared) + sum(map(len, rests))
     print(f"{args.model}, {args.prompts} prompts × {args.n} candidates, {tokens:,} tokens scored one by one, "
           f"{once:,} with each prompt once (the most computing the prompt once can save: {tokens / once:.2f}×)")
     base = seconds["loop, one candidate at a time"]

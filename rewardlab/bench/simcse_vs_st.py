@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 from rewardlab.config import load_recipe
+from rewardlab.data.sentences import read_sentences
 from rewardlab.evaluate_sts import cosine_similarities, read_sts, sts_metrics
 from rewardlab.offline import resolve_offline
 from rewardlab import train as train_module
-from rewardlab.tasks.simcse import load_sentence_encoder, read_sentences, sentence_transformers_pooling
+from rewardlab.tasks.simcse import load_sentence_encoder, sentence_transformers_pooling
 
 
 def sts_spearman(model_name: str, recipe) -> float:

@@ -43,7 +43,7 @@ def prepare(spec: dict):
     """(backbone, the pairs both trainers see, in order): rewardlab's encoding and its sampler's order."""
     from rewardlab.backbones import load_backbone
     from rewardlab.config import LoraSettings, ModelSettings
-    from rewardlab.data.encode import PairEncoder
+    from rewardlab.data.encode import EncodingPolicy
     from rewardlab.data.formats import read_pairs
 
     # no dropout anywhere (TRL's disable_dropout), so both compute the same deterministic function
@@ -51,7 +51,7 @@ def prepare(spec: dict):
     settings = ModelSettings(name=spec["model"], lora=lora, gradient_checkpointing=spec["gradient_checkpointing"])
     backbone = load_backbone(settings, spec["seed"])
     pairs, _ = read_pairs(spec["data"])
-    encoded, _ = PairEncoder(backbone.tokenizer, backbone.encoder, spec["max_length"]).encode_pairs(pairs)
+    encoded, _ = EncodingPolicy(backbone.tokenizer, backbone.encoder, spec["max_length"]).encode_pairs(pairs)
     order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(spec["seed"])).tolist()
     return backbone, [encoded[i] for i in order[: spec["steps"] * spec["batch_size"]]]
 
@@ -120,18 +120,18 @@ def profile_step(spec: dict, rate: float) -> None:
     self CPU time, and the share spent in matrix multiplies with the rate they ran at against the machine's."""
     from torch.profiler import ProfilerActivity, profile
 
-    from rewardlab.heads import RewardScorer, pair_rewards
+    from rewardlab.model import RewardModule
     from rewardlab.objectives import BradleyTerryLoss
     from rewardlab.tasks.reward import make_collator, resolve_layout
 
     backbone, pairs = prepare(spec)
-    layout = resolve_layout(spec["layout"], backbone.encoder)
-    collate = make_collator(layout, backbone)
-    scorer = RewardScorer(backbone.model).train()
+    scorer = RewardModule(backbone.model, backbone.encoder).train()
+    layout, _ = resolve_layout(spec["layout"], scorer)
+    collate = make_collator(layout, scorer)
     optimizer = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=spec["lr"])
 
     def step(batch):
-        BradleyTerryLoss()(*pair_rewards(scorer, batch)).backward()
+        BradleyTerryLoss()(*scorer(batch).chunk(2)).backward()
         optimizer.step()
         optimizer.zero_grad()
 
@@ -178,9 +178,9 @@ def model_flops(spec: dict, backbone, pairs) -> tuple[float, int]:
     """(FLOPs the unique tokens need for one pass of training, unique tokens). Per token: 2N forward, 2N for the
     activation gradients, and 2N more for the weight gradients when all weights train (LoRA's are negligible);
     attention adds 2·2·d·context per layer forward (scores and values), three times that with the backward."""
-    from rewardlab.heads import classifier_of
+    from rewardlab.model import RewardModule
 
-    config = classifier_of(backbone.model).config
+    config = RewardModule(backbone.model, backbone.encoder).classifier.config
     n = sum(p.numel() for name, p in backbone.model.named_parameters() if "embed" not in name and "lora_" not in name)
     per_token = (4 if spec["lora_r"] else 6) * n
     flops, tokens = 0.0, 0

@@ -1,1 +1,1 @@
-"""Data: rows in every format → pairs (formats) → token ids (encode) → batches (collate)."""
+"""Data: files → rows (rows) → pairs (formats), groups, sentences, images → token ids (encode) → batches (collate)."""

@@ -1,13 +1,16 @@
-"""Encoded pairs → batches that carry the positions the rewards are read from, in three layouts.
+"""Encoded pairs (or groups of k responses to one prompt) → batches that carry the positions the rewards are read
+from, in three layouts.
 
-- ``padded``: 2b right-padded rows, chosen then rejected (what TRL does); the model's own head reads the reward.
-- ``packed``: sequences laid end to end in rows as long as the longest one (first-fit decreasing), with position
-  ids restarting at each sequence and a block-diagonal attention mask, so almost nothing is spent on padding.
-- ``prefix_shared`` (causal LMs only): each pair is one segment ``[prompt | chosen | rejected]`` whose rejected
-  tokens see the prompt but not the chosen ones, with positions restarting after the prompt: the prompt is computed
-  once for both responses. Exact for causal attention, where no prompt token sees what follows it.
+- ``padded``: one right-padded row per sequence (what TRL does); the model's own head reads the reward.
+- ``packed``: sequences laid end to end in rows (first-fit decreasing), with position ids restarting at each
+  sequence and a block-diagonal attention mask, so almost nothing is spent on padding.
+- ``prefix_shared`` (causal LMs only): each example is one segment ``[prompt | r1 | … | rk]`` whose response tokens
+  see the prompt and their own response only, with positions restarting after the prompt: the prompt is computed
+  once for all k. Exact for causal attention, where no prompt token sees what follows it.
 
 Every layout carries ``score_index``, the flat position (row × width + column) of each sequence's reward token.
+Sequences are ordered response-major: the first response of every example, then the second, ...; so a batch of
+pairs holds its b chosen sequences first, then the b rejected ones.
 """
 
 from __future__ import annotations
@@ -16,24 +19,29 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from rewardlab.data.encode import EncodedPair
+from rewardlab.data.encode import EncodedGroup, EncodedPair
+
+Example = EncodedPair | EncodedGroup
 
 
 @dataclass
 class PairBatch:
-    """A batch of b pairs, in one of the layouts above.
+    """A batch of b examples (pairs, or groups of responses to one prompt), in one of the layouts above.
 
-    Shape notation: b = pairs, r = rows, s = row width.
+    Shape notation: b = examples, n = sequences (2b for pairs), e = edges (comparisons; b for pairs), r = rows,
+    s = row width.
 
-    - ``input_ids``: (r, s); padded: r = 2b, the b chosen sequences first, then the b rejected ones
+    - ``input_ids``: (r, s); padded: r = n, response-major (pairs: the b chosen sequences, then the b rejected)
     - ``attention_mask``: padded: (r, s) with 1 for real tokens; packed/prefix-shared: (r, 1, s, s) booleans, True
       where a query token (dim 2) may attend to a key token (dim 3)
     - ``position_ids``: (r, s) for packed/prefix-shared (restarting per sequence), None for padded
-    - ``score_index``: (2b,) flat index into the r·s tokens of each reward token, chosen rewards first
-    - ``response_lengths``: (2b,) tokens in each response (for the length-bias diagnostic)
-    - ``margin``: (b,) the rows' margins (0 where absent)
-    - ``sources``: b strings
-    - ``origins``: b strings, each pair's ``file:line``
+    - ``score_index``: (n,) flat index into the r·s tokens of each reward token
+    - ``response_lengths``: (n,) tokens in each response (for the length-bias diagnostic)
+    - ``edges``: (e, 2) indices into the n rewards, (better, worse); ``margin``: (e,) (0 where absent);
+      ``edge_weight``: (e,) each comparison's weight in the loss
+    - ``group``: (n,) the example of each sequence; ``levels``: (n,) its rank level (0 = best), −1 without a ranking
+    - ``sources``, ``origins``: b strings (``origins``: each example's ``file:line``)
+    - ``targets``: (n, a) attribute ratings per sequence (objective regression), else None
     """
 
     input_ids: torch.Tensor
@@ -44,6 +52,11 @@ class PairBatch:
     sources: list[str]
     position_ids: torch.Tensor | None = None
     origins: list[str] = field(default_factory=list)
+    edges: torch.Tensor | None = None
+    edge_weight: torch.Tensor | None = None
+    group: torch.Tensor | None = None
+    levels: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
     def to(self, device) -> "PairBatch":
         return PairBatch(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
@@ -51,6 +64,36 @@ class PairBatch:
     @property
     def pairs(self) -> int:
         return self.margin.shape[0]
+
+
+def sequence_order(examples: list[Example]) -> list[tuple[int, int]]:
+    """(example, response) of every sequence, response-major."""
+    most = max(len(e.responses) for e in examples)
+    return [(g, k) for k in range(most) for g, e in enumerate(examples) if k < len(e.responses)]
+
+
+def comparison_fields(examples: list[Example], order: list[tuple[int, int]]) -> dict:
+    """The batch fields that say what is compared with what, for sequences in ``order``."""
+    position = {key: i for i, key in enumerate(order)}
+    edges, margins, weights = [], [], []
+    for g, example in enumerate(examples):
+        for (better, worse), margin in zip(example.edges, example.margins):
+            edges.append((position[g, better], position[g, worse]))
+            margins.append(margin)
+            weights.append(example.edge_weight)
+    return dict(
+        response_lengths=torch.tensor([len(examples[g].responses[k]) for g, k in order], dtype=torch.long),
+        edges=torch.tensor(edges, dtype=torch.long).reshape(-1, 2),
+        margin=torch.tensor(margins, dtype=torch.float),
+        edge_weight=torch.tensor(weights, dtype=torch.float),
+        group=torch.tensor([g for g, _ in order], dtype=torch.long),
+        levels=torch.tensor([examples[g].levels[k] if examples[g].levels is not None else -1 for g, k in order],
+                            dtype=torch.long),
+        sources=[e.source for e in examples],
+        origins=[e.origin for e in examples],
+        targets=torch.tensor([examples[g].targets[k] for g, k in order], dtype=torch.float)
+        if examples[0].targets is not None else None,
+    )
 
 
 def _to(value, device):
@@ -81,24 +124,21 @@ def pad_sequences(sequences: list[list[int]], pad_token_id: int) -> tuple[torch.
 
 
 class PadCollator:
-    """Collate :class:`EncodedPair` lists into a :class:`PairBatch` (chosen rows, then rejected rows)."""
+    """Collate examples into a padded :class:`PairBatch`: one row per sequence, response-major."""
 
     def __init__(self, pad_token_id: int, encoder: bool):
         self.pad_token_id, self.encoder = pad_token_id, encoder
 
-    def __call__(self, pairs: list[EncodedPair]) -> PairBatch:
-        responses = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
-        prompts = [p.prompt_ids for p in pairs] * 2
-        input_ids, attention_mask = pad_sequences([a + b for a, b in zip(prompts, responses)], self.pad_token_id)
+    def __call__(self, examples: list[Example]) -> PairBatch:
+        order = sequence_order(examples)
+        sequences = [examples[g].prompt_ids + examples[g].responses[k] for g, k in order]
+        input_ids, attention_mask = pad_sequences(sequences, self.pad_token_id)
         positions = score_positions(input_ids, self.pad_token_id, self.encoder)
         return PairBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
             score_index=torch.arange(len(positions)) * input_ids.shape[1] + positions,
-            response_lengths=torch.tensor([len(r) for r in responses], dtype=torch.long),
-            margin=torch.tensor([p.margin for p in pairs], dtype=torch.float),
-            sources=[p.source for p in pairs],
-            origins=[p.origin for p in pairs],
+            **comparison_fields(examples, order),
         )
 
 
@@ -216,7 +256,7 @@ def attention_mask(unit_of: torch.Tensor, part_of: torch.Tensor, encoder: bool) 
 
 
 class PackedCollator:
-    """Collate pairs into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only).
+    """Collate examples into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only).
     ``attention_cost`` (see :func:`row_width`) picks the row width; None keeps rows as wide as the longest unit."""
 
     def __init__(self, pad_token_id: int, encoder: bool, share_prompt: bool, attention_cost: float | None = None):
@@ -225,22 +265,19 @@ class PackedCollator:
         self.pad_token_id, self.encoder, self.share_prompt = pad_token_id, encoder, share_prompt
         self.attention_cost = attention_cost
 
-    def __call__(self, pairs: list[EncodedPair]) -> PairBatch:
+    def __call__(self, examples: list[Example]) -> PairBatch:
+        order = sequence_order(examples)
         if self.share_prompt:
-            units = [shared_prompt_unit(p.prompt_ids, [p.chosen_ids, p.rejected_ids]) for p in pairs]
-            keys = [(u, 1) for u in range(len(pairs))] + [(u, 2) for u in range(len(pairs))]
-        else:  # one unit per sequence, chosen ones first; its single part sees all of it
-            units = [shared_prompt_unit([], [p.prompt_ids + getattr(p, response)])
-                     for response in ("chosen_ids", "rejected_ids") for p in pairs]
+            units = [shared_prompt_unit(e.prompt_ids, e.responses) for e in examples]
+            keys = [(g, k + 1) for g, k in order]
+        else:  # one unit per sequence; its single part sees all of it
+            units = [shared_prompt_unit([], [examples[g].prompt_ids + examples[g].responses[k]]) for g, k in order]
             keys = [(u, 1) for u in range(len(units))]
         packed = pack(units, self.pad_token_id, self.encoder, attention_cost=self.attention_cost)
         return PairBatch(
             input_ids=packed.input_ids,
             attention_mask=packed.attention_mask,
             score_index=torch.tensor([packed.reward_index[k] for k in keys], dtype=torch.long),
-            response_lengths=torch.tensor([len(p.chosen_ids) for p in pairs] + [len(p.rejected_ids) for p in pairs]),
-            margin=torch.tensor([p.margin for p in pairs], dtype=torch.float),
-            sources=[p.source for p in pairs],
             position_ids=packed.position_ids,
-            origins=[p.origin for p in pairs],
+            **comparison_fields(examples, order),
         )

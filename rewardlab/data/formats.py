@@ -8,25 +8,23 @@ Accepted row shapes (the TRL conventions):
 - conversational: the same keys holding lists of ``{"role", "content"}`` messages, rendered with the tokenizer's
   chat template; without a ``prompt`` the shared leading messages are the prompt
 
-plus an optional float ``margin`` and an optional string ``source``. Files: ``.jsonl``, ``.json``, ``.csv``,
-``.parquet``; anything else is a hub dataset name read with :func:`datasets.load_dataset`.
+plus an optional ``margin`` (a finite number within float32's range) and an optional string ``source``. Files and
+the rules every row follows: :mod:`rewardlab.data.rows`. A ``prompt`` that is null is an error (write ``""`` for
+no prompt, or leave the column out for an implicit one).
 """
 
 from __future__ import annotations
 
-import csv
-import difflib
-import json
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from jinja2 import TemplateError
+
+from rewardlab.data.rows import DataError, describe, iter_rows, messages, missing_column, number, optional_text
 
 HH_ASSISTANT = "\n\nAssistant:"
-
-
-class DataError(ValueError):
-    """A data file or row cannot be used; the message names the file and line (or row)."""
+FLOAT32_MAX = 3.4028234663852886e38  # a larger margin is infinite in the float32 loss
+COLUMNS = "prompt (optional), chosen, rejected, margin (optional), source (optional)"
 
 
 @dataclass
@@ -61,56 +59,6 @@ class ReadReport:
         return text
 
 
-def iter_rows(source: str, split: str = "train") -> Iterator[tuple[dict, str]]:
-    """Yield ``(row, origin)`` from a local file or a hub dataset; malformed files fail with file and line."""
-    path = Path(source)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json", ".csv", ".parquet") and not path.is_file():
-        raise DataError(f"{source}: no such file")
-    if suffix == ".jsonl" or (suffix == ".json" and _first_char(path) == "{"):
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{source}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{source}:{n}: expected a JSON object, got {type(row).__name__}")
-                yield row, f"{source}:{n}"
-    elif suffix == ".json":
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise DataError(f"{source}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(rows, list):
-            raise DataError(f"{source}: expected a JSON list of objects or JSON lines")
-        for n, row in enumerate(rows, 1):
-            if not isinstance(row, dict):
-                raise DataError(f"{source}: row {n}: expected a JSON object, got {type(row).__name__}")
-            yield row, f"{source} row {n}"
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                yield {k: v for k, v in row.items() if k is not None}, f"{source}:{reader.line_num}"
-    else:
-        import datasets
-
-        if suffix == ".parquet":
-            dataset, name = datasets.load_dataset("parquet", data_files=str(path), split="train"), source
-        else:
-            dataset, name = datasets.load_dataset(source, split=split), f"{source}[{split}]"
-        for n, row in enumerate(dataset, 1):
-            yield row, f"{name} row {n}"
-
-
-def _first_char(path: Path) -> str:
-    with path.open(encoding="utf-8") as f:
-        return f.read(64).lstrip()[:1]
-
-
 def implicit_prompt(chosen: str, rejected: str) -> str:
     """The prompt two full transcripts share: up to the last shared ``\\n\\nAssistant:`` (HH-RLHF), else up to
     the last whitespace before they differ, so neither response starts mid-word."""
@@ -125,10 +73,6 @@ def implicit_prompt(chosen: str, rejected: str) -> str:
     return shared[: max(shared.rfind(" "), shared.rfind("\n")) + 1]
 
 
-def _is_messages(value) -> bool:
-    return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
-
-
 def _shared_messages(chosen: list, rejected: list) -> int:
     n = 0
     while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
@@ -138,50 +82,35 @@ def _shared_messages(chosen: list, rejected: list) -> int:
 
 def parse_row(row: dict, origin: str, render_chat: Callable[[list, bool], str] | None) -> PreferencePair:
     """Turn one row into a pair, or raise :class:`DataError` naming ``origin`` and the problem."""
-    missing = [k for k in ("chosen", "rejected") if k not in row]
-    if missing:
-        present = ", ".join(sorted(map(str, row))) or "none"
-        close = difflib.get_close_matches(missing[0], [str(k) for k in row], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise DataError(
-            f"{origin}: missing column '{missing[0]}'{hint}; columns present: {present}; expected: prompt (optional), "
-            f"chosen, rejected, margin (optional), source (optional)"
-        )
+    for column in ("chosen", "rejected"):
+        if column not in row:
+            raise missing_column(row, column, origin, COLUMNS)
+    if "prompt" in row and row["prompt"] is None:
+        raise DataError(f"{origin}: column 'prompt' is null; write \"\" for no prompt, or leave the column out for "
+                        f"the prompt the two responses share")
     prompt, chosen, rejected = row.get("prompt"), row["chosen"], row["rejected"]
-    margin = row.get("margin")
-    margin = 0.0 if margin in (None, "") else margin
-    try:
-        margin = float(margin)
-    except (TypeError, ValueError):
-        raise DataError(f"{origin}: column 'margin' must be a number, got {margin!r}") from None
-    if not math.isfinite(margin):
-        raise DataError(f"{origin}: column 'margin' must be finite, got {margin!r}")
-    source = row.get("source") or ""
-    if not isinstance(source, str):
-        raise DataError(f"{origin}: column 'source' must be a string, got {type(source).__name__}")
-
-    if _is_messages(chosen) and _is_messages(rejected):
+    margin = number(row, "margin", origin, limit=FLOAT32_MAX) or 0.0
+    source = optional_text(row, "source", origin) or ""
+    conversation = [messages(v, c, origin) for c, v in (("chosen", chosen), ("rejected", rejected))]
+    if all(conversation):
         if render_chat is None:
             raise DataError(f"{origin}: conversational rows need a tokenizer with a chat template")
         if prompt is None:
             shared = _shared_messages(chosen, rejected)
             prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
-        elif not _is_messages(prompt):
+        elif not messages(prompt, "prompt", origin):
             raise DataError(f"{origin}: column 'prompt' must be a list of messages when chosen/rejected are")
-        prompt_text = render_chat(prompt, True) if prompt else ""
-        texts = []
-        for messages in (chosen, rejected):
-            full = render_chat(prompt + messages, False)
-            if not full.startswith(prompt_text):
-                raise DataError(f"{origin}: the chat template does not render the prompt as a prefix of the reply")
-            texts.append(full[len(prompt_text) :])
-        prompt, (chosen, rejected), chat = prompt_text, texts, True
+        for name, value in (("chosen", chosen), ("rejected", rejected)):
+            if not value:
+                raise DataError(f"{origin}: column '{name}' has no messages after the prompt")
+        prompt, (chosen, rejected) = _render(prompt, [chosen, rejected], render_chat, origin)
+        chat = True
     else:
         for name, value in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-            if value is not None and not isinstance(value, str):
+            if not isinstance(value, str) and not (name == "prompt" and value is None):
                 raise DataError(
                     f"{origin}: column '{name}' must be a string (or, for all of prompt/chosen/rejected, a list of "
-                    f"{{role, content}} messages), got {type(value).__name__}"
+                    f"{{role, content}} messages), got {describe(value)}"
                 )
         for name, value in (("chosen", chosen), ("rejected", rejected)):
             if not value.strip():
@@ -192,6 +121,28 @@ def parse_row(row: dict, origin: str, render_chat: Callable[[list, bool], str] |
             chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
         chat = False
     return PreferencePair(prompt, chosen, rejected, margin, source, chat, origin)
+
+
+def _render(prompt: list, replies: list[list], render_chat, origin: str) -> tuple[str, list[str]]:
+    """The prompt's text (with the generation prompt) and each reply's text: the rest of its whole rendered
+    conversation. A template that raises (``raise_exception``) is an error on this row."""
+
+    def render(messages: list, generation_prompt: bool) -> str:
+        try:
+            return render_chat(messages, generation_prompt)
+        except TemplateError as e:
+            raise DataError(f"{origin}: the chat template refused this conversation: {e}") from None
+        except DataError as e:  # the renderer's own message, without the row
+            raise DataError(f"{origin}: {e}") from None
+
+    prompt_text = render(prompt, True) if prompt else ""
+    texts = []
+    for reply in replies:
+        full = render(prompt + reply, False)
+        if not full.startswith(prompt_text):
+            raise DataError(f"{origin}: the chat template does not render the prompt as a prefix of the reply")
+        texts.append(full[len(prompt_text) :])
+    return prompt_text, texts
 
 
 def read_pairs(

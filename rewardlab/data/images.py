@@ -1,4 +1,4 @@
-"""Image–caption pairs: read from a folder or a JSONL file, or generated (rendered shapes), and batched.
+"""Image–caption pairs: read from a folder or a data file, or generated (rendered shapes), and batched.
 
 Sources (``train_data`` / ``eval_data`` of a CLIP or SigLIP recipe):
 
@@ -7,15 +7,14 @@ Sources (``train_data`` / ``eval_data`` of a CLIP or SigLIP recipe):
   (a caption leaves out the size or the place 30% of the time each) and labelled with their class ("red circle", 24 classes) for zero-shot evaluation. Deterministic from the seed
   (default 0); rendered with numpy at the recipe's image size, nothing is written to disk.
 - a folder: every image file (``.png``, ``.jpg``, …) with its caption in the ``.txt`` file of the same stem.
-- a ``.jsonl`` file: one ``{"image": path, "caption": str}`` a line (``"label"`` optional), paths relative to the
-  file's folder.
+- a ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file of ``{"image": path, "caption": str}`` rows (``"label"``
+  optional), paths relative to the file's folder, under the rules of :mod:`rewardlab.data.rows`.
 
 Image files are read when batched (needs Pillow), centre-cropped to a square and resized.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rewardlab.data.formats import DataError
+from rewardlab.data.rows import FILE_SUFFIXES, DataError, iter_rows, optional_text, read_text, text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -61,7 +60,7 @@ class ImageCaption:
 
 
 def read_image_captions(source: str, image_size: int) -> list[ImageCaption]:
-    """Pairs from ``source``: ``shapes:N[:seed=S]``, a folder, or a ``.jsonl`` file (see the module docstring)."""
+    """Pairs from ``source``: ``shapes:N[:seed=S]``, a folder, or a data file (see the module docstring)."""
     if source.startswith("shapes"):
         match = SHAPES_SPEC.fullmatch(source)
         if not match:
@@ -71,10 +70,11 @@ def read_image_captions(source: str, image_size: int) -> list[ImageCaption]:
     path = Path(source)
     if path.is_dir():
         return read_folder(path)
-    if path.suffix == ".jsonl" and path.is_file():
-        return read_jsonl(path)
-    raise ImageDataError(f"image–caption data {source!r}: expected a folder of images with .txt captions, a .jsonl "
-                         f"file, or shapes:N[:seed=S]" + ("" if path.exists() else " (no such file or folder)"))
+    if path.suffix.lower() in FILE_SUFFIXES and path.is_file():
+        return read_rows(source)
+    raise ImageDataError(f"image–caption data {source!r}: expected a folder of images with .txt captions, a "
+                         f"{', '.join(FILE_SUFFIXES)} file, or shapes:N[:seed=S]"
+                         + ("" if path.exists() else " (no such file or folder)"))
 
 
 def read_folder(folder: Path) -> list[ImageCaption]:
@@ -86,37 +86,24 @@ def read_folder(folder: Path) -> list[ImageCaption]:
         caption_file = image.with_suffix(".txt")
         if not caption_file.is_file():
             raise ImageDataError(f"{image}: no caption file {caption_file.name} beside it")
-        caption = caption_file.read_text(encoding="utf-8").strip()
+        caption = read_text(caption_file, str(caption_file)).strip()
         if not caption:
             raise ImageDataError(f"{caption_file}: empty caption")
         pairs.append(ImageCaption(image, caption))
     return pairs
 
 
-def read_jsonl(path: Path) -> list[ImageCaption]:
+def read_rows(source: str) -> list[ImageCaption]:
+    """``{"image": path, "caption": str, "label": optional str}`` rows, paths relative to the file's folder."""
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ImageDataError(f"{where}: not valid JSON: {e.msg}") from None
-        if not isinstance(row, dict):
-            raise ImageDataError(f"{where}: expected an object with 'image' and 'caption', got {type(row).__name__}")
-        for key in ("image", "caption"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise ImageDataError(f"{where}: '{key}' must be a non-empty string"
-                                     + ("" if key in row else f" (keys: {', '.join(sorted(row)) or 'none'})"))
-        if "label" in row and not isinstance(row["label"], str):
-            raise ImageDataError(f"{where}: 'label' must be a string")
-        image = path.parent / row["image"]
+    for row, origin in iter_rows(source):
+        image_name, caption = text(row, "image", origin), text(row, "caption", origin)
+        image = Path(source).parent / image_name
         if not image.is_file():
-            raise ImageDataError(f"{where}: image file not found: {image}")
-        pairs.append(ImageCaption(image, row["caption"].strip(), row.get("label")))
+            raise ImageDataError(f"{origin}: image file not found: {image}")
+        pairs.append(ImageCaption(image, caption.strip(), optional_text(row, "label", origin)))
     if not pairs:
-        raise ImageDataError(f"{path}: no image–caption rows")
+        raise ImageDataError(f"{source}: no image–caption rows")
     return pairs
 
 
@@ -168,8 +155,11 @@ def load_pixels(image: np.ndarray | Path, image_size: int) -> torch.Tensor:
             from PIL import Image
         except ImportError:
             raise ModuleNotFoundError("reading image files needs Pillow: pip install pillow") from None
-        with Image.open(image) as file:
-            image = np.array(file.convert("RGB"))
+        try:
+            with Image.open(image) as file:
+                image = np.array(file.convert("RGB"))
+        except OSError as e:  # PIL's UnidentifiedImageError, a truncated file, no permission
+            raise ImageDataError(f"{image}: not a readable image ({e})") from None
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

@@ -19,9 +19,13 @@ class BradleyTerryLoss(nn.Module):
     Args:
         label_smoothing: ε, the probability that a label is flipped: the loss becomes
             ``(1 − ε)·(−log σ(d)) + ε·(−log σ(−d))`` with ``d = r_c − r_r − m`` (conservative BT, as cDPO).
-        center_coefficient: adds ``c · mean(r²)`` over all 2b rewards, which keeps rewards centred on zero.
+        center_coefficient: adds ``c · mean((r_c + r_r)²)`` over the b pairs (Eisenstein et al.; TRL's
+            ``center_rewards_coefficient``): it pulls each pair's mean reward to zero without shrinking its margin,
+            as an L2 penalty on every reward would.
 
-    Inputs (b = pairs): ``chosen`` (b,), ``rejected`` (b,), ``margin`` (b,) or None.
+    Inputs (b = comparisons): ``chosen`` (b,), ``rejected`` (b,), ``margin`` (b,) or None, ``weights`` (b,) or None:
+    the loss is the weighted mean over comparisons (a ranking of k responses gives each of its C(k, 2) comparisons
+    weight 1 / C(k, 2), so it counts once, as in InstructGPT).
 
     Example::
 
@@ -34,11 +38,14 @@ class BradleyTerryLoss(nn.Module):
         super().__init__()
         self.label_smoothing, self.center_coefficient = label_smoothing, center_coefficient
 
-    def forward(self, chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
         shifted = chosen - margin if margin is not None else chosen
         logits = torch.stack([shifted, rejected], dim=1)
         # PyTorch smooths towards the uniform ε'/k; with k = 2, ε' = 2ε puts exactly ε on the flipped label.
-        loss = contrastive_cross_entropy(logits, label_smoothing=2 * self.label_smoothing)
+        loss = contrastive_cross_entropy(logits, label_smoothing=2 * self.label_smoothing, weights=weights)
         if self.center_coefficient:
-            loss = loss + self.center_coefficient * torch.cat([chosen, rejected]).float().pow(2).mean()
+            centre = (chosen + rejected).float().pow(2)
+            centre = centre.mean() if weights is None else (centre * weights).sum() / weights.sum()
+            loss = loss + self.center_coefficient * centre
         return loss

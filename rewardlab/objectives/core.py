@@ -12,15 +12,20 @@ import torch.nn.functional as F
 
 
 def contrastive_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor | None = None, label_smoothing: float = 0.0
+    logits: torch.Tensor, targets: torch.Tensor | None = None, label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Softmax cross-entropy of ``logits`` (n, k) against target columns ``targets`` (n,), default all 0.
+    """Softmax cross-entropy of ``logits`` (n, k) against target columns ``targets`` (n,), default all 0: the mean
+    over rows, or the ``weights`` (n,)-weighted mean. Columns at −inf are not candidates.
 
     ``label_smoothing`` follows PyTorch: the target distribution is ``(1 − ε)·onehot + ε/k``.
     """
     if targets is None:
         targets = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    if weights is None:
+        return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+    losses = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing, reduction="none")
+    return (losses * weights).sum() / weights.sum()
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

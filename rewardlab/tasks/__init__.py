@@ -52,10 +52,10 @@ def build_task(recipe, log: Callable[[str], None]) -> Task:
     return RewardTask(recipe, log)
 
 
-def map_across_processes(accelerator: Accelerator, data: Sequence, batch_size: int,
-                         compute: Callable[[list], torch.Tensor], length: Callable | None = None) -> torch.Tensor:
-    """``compute`` (a list of examples → a tensor with one row per example) over ``data``, split across processes;
-    every process gets all the rows, in ``data``'s order.
+def map_across_processes(accelerator: Accelerator, data: Sequence, batch_size: int, compute: Callable[[list], list],
+                         length: Callable | None = None) -> list:
+    """``compute`` (a list of examples → a list with one result per example) over ``data``, split across processes;
+    every process gets all the results, in ``data``'s order.
 
     Every process runs the same number of equal batches: Accelerate pads the last ones with repeated examples, which
     ``gather_for_metrics`` drops again. So a forward pass that is itself a collective (FSDP and ZeRO-3 gather their
@@ -67,7 +67,8 @@ def map_across_processes(accelerator: Accelerator, data: Sequence, batch_size: i
     loader = prepare_data_loader(DataLoader([data[i] for i in order], batch_size=batch_size, collate_fn=list,
                                             generator=torch.Generator()),
                                  num_processes=accelerator.num_processes, process_index=accelerator.process_index)
-    rows = torch.cat([accelerator.gather_for_metrics(compute(batch)) for batch in loader])
-    in_order = torch.empty_like(rows)
-    in_order[order] = rows
+    results = [r for batch in loader for r in accelerator.gather_for_metrics(compute(batch), use_gather_object=True)]
+    in_order = [None] * len(data)
+    for i, result in zip(order, results, strict=True):
+        in_order[i] = result
     return in_order

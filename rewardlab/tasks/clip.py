@@ -156,8 +156,8 @@ class ClipTask:
 
     def evaluate(self, accelerator: Accelerator, model, data: list[ImageCaption]) -> dict:
         two_tower = accelerator.unwrap_model(model)
-        images, texts = map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: torch.stack(
-            embed_pairs(two_tower, pairs, self.collate, len(pairs), accelerator.device), 1)).unbind(1)
+        images, texts = torch.stack(map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: list(
+            torch.stack(embed_pairs(two_tower, pairs, self.collate, len(pairs), accelerator.device), 1)))).unbind(1)
         metrics = {"pairs": len(data), **retrieval_metrics(images, texts, [p.caption for p in data])}
         if all(p.label is not None for p in data):
             classes = sorted({p.label for p in data})

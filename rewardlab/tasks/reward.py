@@ -1,4 +1,5 @@
-"""The reward model: preference pairs → Bradley–Terry on rewards read from a sequence-classification head."""
+"""The reward model: preference pairs, rankings or preference graphs → Bradley–Terry over every comparison, or
+Plackett–Luce over every ranking, on rewards read from a sequence-classification head."""
 
 from __future__ import annotations
 
@@ -7,94 +8,146 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from rewardlab.backbones import Backbone, attention_cost, load_backbone, trainable_parameters
+from rewardlab.backbones import attention_cost, load_backbone, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, to_dict
 from rewardlab.data.collate import PackedCollator, PadCollator
+from rewardlab.data.encode import EncodingPolicy
+from rewardlab.data.formats import iter_rows, read_pairs
+from rewardlab.data.groups import is_ranking_row, read_groups, read_rated
 from rewardlab.data.sampling import LengthGroupedSampler
-from rewardlab.data.encode import EncodedPair, PairEncoder
-from rewardlab.data.formats import read_pairs
-from rewardlab.evaluate import format_metrics, plot_rewards, preference_metrics, score_pairs
-from rewardlab.heads import RewardScorer, pair_rewards
-from rewardlab.objectives import BradleyTerryLoss
+from rewardlab.evaluate import comparisons, evaluation, format_metrics, plot_rewards, score_examples
+from rewardlab.model import LAYOUTS, RewardModule, output_layer
+from rewardlab.objectives import AttributeRegressionLoss, BradleyTerryLoss, OdinLoss, PlackettLuceLoss
 from rewardlab.save import save_reward_model
 from rewardlab.tasks import map_across_processes
 
 
-def chat_renderer(tokenizer):
-    """Messages → text with the tokenizer's chat template (None when it has none)."""
-    if not tokenizer.chat_template:
-        return None
-    return lambda messages, prompt_only: tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=prompt_only
-    )
+def load_pairs(source: str | None, split: str, policy: EncodingPolicy, log, group_by_prompt: bool = False) -> list:
+    """Read and encode one file's examples, reporting what was skipped, cut or dropped: pairs, or groups for ranking
+    files and for pair files grouped by prompt (:mod:`rewardlab.data.groups`)."""
+    if source is None:
+        return []
+    first = next(iter_rows(source, split), (None, None))[0]
+    if group_by_prompt or (first is not None and is_ranking_row(first)):
+        examples, summary = read_groups(source, split, policy.chat_renderer, group_by_prompt)
+    else:
+        examples, report = read_pairs(source, split, policy.chat_renderer)
+        summary = report.summary()
+    encoded, encode_report = policy.encode_pairs(examples, source)
+    log(f"{source}: {summary}; {encode_report.summary()}")
+    return encoded
 
 
-def load_pairs(recipe: Recipe, backbone: Backbone, log) -> tuple[list[EncodedPair], list[EncodedPair]]:
-    """Read and encode the training and evaluation pairs, reporting what was skipped, cut or dropped."""
-    encoder = PairEncoder(backbone.tokenizer, backbone.encoder, recipe.max_length, recipe.truncation)
-    splits = []
-    for source, split in ((recipe.train_data, recipe.train_split), (recipe.eval_data, recipe.eval_split)):
-        if source is None:
-            splits.append([])
-            continue
-        pairs, read_report = read_pairs(source, split, chat_renderer(backbone.tokenizer))
-        encoded, encode_report = encoder.encode_pairs(pairs, source)
-        log(f"{source}: {read_report.summary()}; {encode_report.summary()}")
-        splits.append(encoded)
-    return splits[0], splits[1]
-
-
-def resolve_layout(layout: str, encoder: bool) -> str:
-    """``auto`` → prefix sharing for causal LMs (exact there), packing for encoders (whose prompt tokens see the
-    response, so they cannot share a prompt)."""
-    if layout == "prefix_shared" and encoder:
-        raise RecipeError("recipe key 'layout': prefix_shared needs a causal LM; this backbone is an encoder "
+def resolve_layout(layout: str, module: RewardModule, key: str = "recipe key 'layout'") -> tuple[str, str]:
+    """(the layout to use, a note for the log). ``auto`` → prefix sharing for causal LMs (exact there), packing for
+    encoders (whose prompt tokens see the response, so they cannot share a prompt), each where the model computes it
+    exactly (:func:`rewardlab.model.probe_layouts`), else ``padded``."""
+    if layout == "prefix_shared" and module.encoder:
+        raise RecipeError(f"{key}: prefix_shared needs a causal LM; this backbone is an encoder "
                           "(choose one of: auto, padded, packed)")
-    if layout == "auto":
-        return "packed" if encoder else "prefix_shared"
-    return layout
-
-
-def make_collator(layout: str, backbone: Backbone):
-    pad_token_id, encoder = backbone.tokenizer.pad_token_id, backbone.encoder
     if layout == "padded":
-        return PadCollator(pad_token_id, encoder)
-    return PackedCollator(pad_token_id, encoder, layout == "prefix_shared", attention_cost(backbone.model))
+        return layout, ""
+    supported, why = module.layouts()
+    if layout == "auto":
+        preferred = "packed" if module.encoder else "prefix_shared"
+        chosen = next(name for name in (preferred, "packed", "padded") if name in supported)
+        return chosen, "auto" + (f"; {why}" if chosen != preferred else "")
+    if layout not in supported:
+        raise RecipeError(f"{key}: {layout} does not compute this model exactly ({why}); choose one "
+                          f"of: auto, {', '.join(name for name in LAYOUTS if name in supported)}")
+    return layout, ""
+
+
+def make_collator(layout: str, module: RewardModule):
+    if layout == "padded":
+        return PadCollator(module.pad_token_id, module.encoder)
+    return PackedCollator(module.pad_token_id, module.encoder, layout == "prefix_shared", attention_cost(module.classifier))
 
 
 class RewardTask:
-    """Bradley–Terry reward model on chosen/rejected pairs."""
-
-    main_metric = "accuracy"
+    """A reward model on preference data: Bradley–Terry over every comparison (pairs, rankings, graphs),
+    Plackett–Luce over rankings, attribute regression (one output per rated attribute, the reward their weighted
+    sum) or ODIN (Bradley–Terry on a quality and a length head; the quality head is the reward)."""
 
     def __init__(self, recipe: Recipe, log):
-        self.recipe = recipe
-        self.backbone = load_backbone(recipe.model, recipe.seed)
-        self.model = RewardScorer(self.backbone.model)
+        self.recipe, self.objective = recipe, recipe.objective
+        self.attributes = recipe.attributes
+        self.weights = torch.tensor(recipe.reward_weights or [1 / len(self.attributes)] * len(self.attributes)
+                                    if self.attributes else [1.0])
+        outputs = len(self.attributes) if self.objective == "regression" else 2 if self.objective == "odin" else 1
+        backbone = load_backbone(recipe.model, recipe.seed, outputs)
+        if self.attributes:
+            backbone.model.config.id2label = dict(enumerate(self.attributes))
+            backbone.model.config.label2id = {a: i for i, a in enumerate(self.attributes)}
+        self.tokenizer = backbone.tokenizer
+        self.model = RewardModule(backbone.model, backbone.encoder)
         trainable, total = trainable_parameters(self.model)
         log(f"model {recipe.model.name}: {trainable:,} of {total:,} parameters trained "
-            f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}), "
-            f"{'encoder (reward at first token)' if self.backbone.encoder else 'causal LM (reward at last real token)'}")
-        self.train_data, self.eval_data = load_pairs(recipe, self.backbone, log)
-        self.layout = resolve_layout(recipe.layout, self.backbone.encoder)
-        log(f"layout: {self.layout}" + (" (auto)" if recipe.layout == "auto" else "")
+            f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}; "
+            f"{backbone.dtypes}), "
+            f"{'encoder (reward at first token)' if backbone.encoder else 'causal LM (reward at last real token)'}")
+        self.policy = EncodingPolicy(backbone.tokenizer, backbone.encoder, recipe.max_length, recipe.truncation)
+        self.train_data = self.load(recipe.train_data, recipe.train_split, log)
+        self.eval_data = self.load(recipe.eval_data, recipe.eval_split, log)
+        if self.objective == "plackett_luce" and any(e.levels is None for e in self.train_data):
+            raise RecipeError("recipe key 'objective': plackett_luce needs ranked responses (ranking rows with "
+                              "ranks or scores, or plain pairs); pairs grouped by prompt are a graph with no order: "
+                              "use bradley_terry")
+        self.layout, note = resolve_layout(recipe.layout, self.model)
+        log(f"layout: {self.layout}" + (f" ({note})" if note else "")
             + (", pairs grouped by length" if recipe.group_by_length else ""))
-        self.collate = make_collator(self.layout, self.backbone)
+        self.collate = make_collator(self.layout, self.model)
         self.sampler = (LengthGroupedSampler([p.length for p in self.train_data], recipe.batch_size, recipe.seed)
                         if recipe.group_by_length else None)
-        self.loss_fn = BradleyTerryLoss(recipe.loss.label_smoothing, recipe.loss.center_coefficient)
+        loss = recipe.loss
+        self.loss_fn = {
+            "plackett_luce": lambda: PlackettLuceLoss(),
+            "regression": lambda: AttributeRegressionLoss(self.weights, loss.pairwise_coefficient),
+            "odin": lambda: OdinLoss(loss.length_coefficient, loss.orthogonal_coefficient,
+                                     label_smoothing=loss.label_smoothing, center_coefficient=loss.center_coefficient),
+        }.get(self.objective, lambda: BradleyTerryLoss(loss.label_smoothing, loss.center_coefficient))()
+        self.main_metric = "rmse" if self.objective == "regression" else "accuracy"
         self.rewards: tuple[list[float], list[float]] = ([], [])
 
-    def loss(self, model, batch):
-        chosen, rejected = pair_rewards(model, batch)
-        loss = self.loss_fn(chosen, rejected, batch.margin if self.recipe.loss.use_margin else None)
-        return loss, {"accuracy": (chosen > rejected).float().mean()}
+    def load(self, source: str | None, split: str, log) -> list:
+        if self.objective != "regression" or source is None:
+            return load_pairs(source, split, self.policy, log, self.recipe.group_by_prompt)
+        groups, summary = read_rated(source, self.attributes, self.weights.tolist(), split, self.policy.chat_renderer)
+        encoded, report = self.policy.encode_pairs(groups, source)
+        log(f"{source}: {summary}; {report.summary()}")
+        return encoded
 
-    def evaluate(self, accelerator: Accelerator, model, data: list[EncodedPair]) -> dict:
-        rewards = map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: torch.tensor(
-            score_pairs(model, pairs, self.collate, len(pairs), accelerator.device)).T, length=lambda p: p.length)
-        self.rewards = rewards[:, 0].tolist(), rewards[:, 1].tolist()
-        return preference_metrics(*self.rewards, data)
+    def reward(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(n,) rewards of the model's (n,) or (n, outputs) outputs: the weighted attributes (regression), the
+        quality head (ODIN), or the one output."""
+        if self.objective == "regression":
+            return outputs.float() @ self.weights.to(outputs.device)
+        return outputs[:, 0] if self.objective == "odin" else outputs
+
+    def loss(self, model, batch):
+        outputs = model(batch)
+        rewards = self.reward(outputs)
+        better, worse = rewards[batch.edges[:, 0]], rewards[batch.edges[:, 1]]
+        margin = batch.margin if self.recipe.loss.use_margin else None
+        if self.objective == "regression":
+            loss = self.loss_fn(outputs, batch.targets, batch.edges)
+            return loss, {"rmse": (outputs.float() - batch.targets).pow(2).mean().sqrt().detach()}
+        if self.objective == "plackett_luce":
+            loss = self.loss_fn(rewards, batch.group, batch.levels)
+        elif self.objective == "odin":
+            head = output_layer(self.model.classifier).weight
+            loss = self.loss_fn(outputs, batch.edges, batch.response_lengths.float(), head, margin, batch.edge_weight)
+        else:
+            loss = self.loss_fn(better, worse, margin, batch.edge_weight)
+        accuracy = ((better > worse).float() * batch.edge_weight).sum() / batch.edge_weight.sum()
+        return loss, {"accuracy": accuracy}
+
+    def evaluate(self, accelerator: Accelerator, model, data: list) -> dict:
+        outputs = map_across_processes(accelerator, data, self.eval_batch_size, lambda examples: score_examples(
+            model, examples, self.collate, len(examples), accelerator.device), length=lambda e: e.length)
+        reward = lambda output: self.reward(torch.tensor([output])).item()
+        self.rewards = comparisons(data, [[reward(o) for o in example] for example in outputs])
+        return evaluation(data, outputs, reward, self.attributes)
 
     @property
     def eval_batch_size(self) -> int:
@@ -103,12 +156,15 @@ class RewardTask:
     def format(self, name: str, metrics: dict) -> str:
         return format_metrics(name, metrics)
 
-    def save(self, model: RewardScorer, output_dir: Path, info: dict) -> None:
+    def save(self, model: RewardModule, output_dir: Path, info: dict) -> None:
         metrics = info["metrics"]
         info = {"reward_mean": metrics["reward_mean"], "reward_std": metrics["reward_std"],
-                "max_length": self.recipe.max_length, "encoder": self.backbone.encoder, **info}
-        save_reward_model(model.model, self.backbone.tokenizer, output_dir, to_dict(self.recipe), info,
-                          self.recipe.save_adapter_only)
-        if self.recipe.plots:
+                "max_length": self.recipe.max_length, "encoder": model.encoder, "layout": self.layout,
+                "encoding": self.policy.to_dict(), **info}
+        if self.attributes:
+            info |= {"attributes": self.attributes, "reward_weights": self.weights.tolist()}
+        save_reward_model(model.model, self.tokenizer, output_dir, to_dict(self.recipe), info,
+                          self.recipe.save_adapter_only, keep_outputs=[0] if self.objective == "odin" else None)
+        if self.recipe.plots and self.rewards[0]:
             plot_rewards(*self.rewards, self.eval_data or self.train_data[: len(self.rewards[0])],
                          Path(output_dir) / "rewards.png")

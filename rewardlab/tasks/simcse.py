@@ -12,7 +12,6 @@ The saved folder is a plain transformers ``AutoModel`` (LoRA merged) with its to
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from rewardlab.backbones import (
     trainable_parameters,
 )
 from rewardlab.config import ModelSettings, Recipe, RecipeError, to_dict
-from rewardlab.data.formats import DataError, iter_rows
+from rewardlab.data.sentences import read_sentence_pairs, read_sentences
 from rewardlab.evaluate_sts import StsPair, cosine_similarities, format_sts, read_sts, sts_metrics, tokenize
 from rewardlab.heads import pool
 from rewardlab.objectives import SimCSELoss
@@ -99,63 +98,6 @@ class SentenceCollator:
             columns = columns * 2
         encoded = tokenize(self.tokenizer, [text for column in columns for text in column], self.max_length)
         return SentenceBatch(encoded["input_ids"], encoded["attention_mask"], len(columns))
-
-
-def _text(row: dict, column: str, origin: str) -> str:
-    if column not in row:
-        close = difflib.get_close_matches(column, [str(k) for k in row], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise DataError(f"{origin}: missing column '{column}'{hint}; columns present: "
-                        f"{', '.join(map(str, row)) or 'none'}")
-    value = row[column]
-    if not isinstance(value, str):
-        raise DataError(f"{origin}: column '{column}' must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataError(f"{origin}: column '{column}' is empty")
-    return value
-
-
-def read_sentences(source: str, columns: list[str], split: str = "train") -> tuple[list[tuple[str]], str]:
-    """Unsupervised examples: the distinct sentences of ``columns`` (or of a .txt file's lines), first occurrence
-    first — a repeated sentence would be its own negative. Returns (examples, a summary of what was read)."""
-    if source.endswith(".txt"):
-        if not Path(source).is_file():
-            raise DataError(f"{source}: no such file")
-        lines = Path(source).read_text(encoding="utf-8").splitlines()
-        texts = [line.strip() for line in lines if line.strip()]
-        rows = len(lines)
-    else:
-        texts, rows = [], 0
-        for row, origin in iter_rows(source, split):
-            rows += 1
-            texts.extend(_text(row, column, origin) for column in columns)
-    distinct = list(dict.fromkeys(texts))
-    if not distinct:
-        raise DataError(f"{source}: no sentences")
-    return [(t,) for t in distinct], f"{len(distinct)} distinct sentences from {rows} rows ({len(texts)} in all)"
-
-
-def read_sentence_pairs(source: str, columns: list[str], hard_negative: str | None, min_score: float | None,
-                        split: str = "train") -> tuple[list[tuple[str, ...]], str]:
-    """Supervised examples: (anchor, positive[, hard negative]) per row, keeping only rows whose ``score`` is at
-    least ``min_score`` when it is set. Returns (examples, a summary of what was read)."""
-    examples, rows = [], 0
-    for row, origin in iter_rows(source, split):
-        rows += 1
-        if min_score is not None:
-            try:
-                score = float(row.get("score"))
-            except (TypeError, ValueError):
-                raise DataError(f"{origin}: contrastive.min_pair_score needs a numeric 'score' column, got "
-                                f"{row.get('score')!r}") from None
-            if not score >= min_score:
-                continue
-        texts = [_text(row, c, origin) for c in columns + ([hard_negative] if hard_negative else [])]
-        examples.append(tuple(texts))
-    kept = f" with score >= {min_score}" if min_score is not None else ""
-    if not examples:
-        raise DataError(f"{source}: no sentence pairs{kept}")
-    return examples, f"{len(examples)} pairs{kept} from {rows} rows" + (" with hard negatives" if hard_negative else "")
 
 
 def load_backbone_model(settings: ModelSettings, seed: int = 0):
@@ -305,9 +247,9 @@ class SimCSETask:
         if not data or not isinstance(data[0], StsPair):  # no eval_data: training sentences have no scores
             return {"pairs": 0, "spearman": math.nan, "pearson": math.nan}
         encoder = accelerator.unwrap_model(model)
-        similarities = map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: torch.tensor(
-            cosine_similarities(encoder, self.tokenizer, pairs, self.recipe.max_length, len(pairs), accelerator.device)))
-        return sts_metrics(similarities.tolist(), data)
+        similarities = map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: cosine_similarities(
+            encoder, self.tokenizer, pairs, self.recipe.max_length, len(pairs), accelerator.device))
+        return sts_metrics(similarities, data)
 
     @property
     def eval_batch_size(self) -> int:
