@@ -261,8 +261,9 @@ def restore(accelerator: Accelerator, recipe: Recipe, optimizer, scheduler, resu
     try:
         accelerator.load_state(checkpoint.path)  # model (safetensors), optimizer and RNG with weights_only=True
     except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as e:
-        raise TrainingError(f"checkpoint {checkpoint.path} cannot be loaded ({type(e).__name__}: {e}); delete it to "
-                            "resume from the one before") from None
+        reason = " ".join(str(e).split())  # one line
+        raise TrainingError(f"checkpoint {checkpoint.path} cannot be loaded ({type(e).__name__}: {reason}); delete it "
+                            "to resume from the one before") from None
     scheduler.load_state_dict(checkpoint.scheduler)
     if changes:
         accelerator.print("--resume-changed: continuing with " + "; ".join(changes))
