@@ -282,6 +282,7 @@ def bytes_to_save(model: torch.nn.Module) -> int:
     moments = sum(2 * 4 * p.numel() for p in model.parameters() if p.requires_grad)
     return 2 * weights + moments
 
+
 def shards_parameters(accelerator: Accelerator) -> bool:
     """Whether no process holds all the weights after ``prepare`` (FSDP, DeepSpeed ZeRO-3)."""
     if accelerator.distributed_type == DistributedType.FSDP:
@@ -330,6 +331,7 @@ def finish(accelerator: Accelerator, recipe: Recipe, task, model, progress: Prog
         accelerator.print(f"saved to {recipe.output_dir} after {progress.step} steps in {elapsed:.1f}s")
     accelerator.wait_for_everyone()
     return info
+
 
 def _prefixed(prefix: str, metrics: dict) -> dict:
     flat = {}

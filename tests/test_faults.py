@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, synthetic_rows, write_jsonl
+from conftest import REPO
 from rewardlab import train as train_module
 from rewardlab.checkpoints import PROGRESS_FILE, Progress, complete_checkpoints, mark_complete, prune
 from rewardlab.config import RecipeError
