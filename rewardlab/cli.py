@@ -18,11 +18,14 @@ from rewardlab.data.rows import messages as is_conversation
 
 
 def cmd_train(args) -> None:
+    from rewardlab.launcher import die_with_launcher
+
+    die_with_launcher()  # now, not after the seconds that importing the training stack takes
     from rewardlab.config import load_recipe
     from rewardlab.train import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    train(recipe, resume=args.resume)
+    train(recipe, resume=args.resume or args.resume_changed, resume_changed=args.resume_changed)
 
 
 def _eval_sts(args) -> None:
@@ -270,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", nargs="?", help="recipe file (default: recipes/quickstart.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. max_steps=10 model.lora.r=8")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in output_dir")
+    p.add_argument("--resume-changed", action="store_true",
+                   help="--resume, and continue although the recipe differs from the checkpoint's in keys that matter")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a reward model on preference files, or a sentence encoder on STS files")

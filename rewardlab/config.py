@@ -191,6 +191,9 @@ class Recipe:
     epochs: float = bounded(1.0, above=0)
     max_steps: int | None = bounded(None, above=0, doc="or null: epochs decide")
     max_grad_norm: float = bounded(1.0, at_least=0, doc="0 turns clipping off")
+    # Optimizer steps with a non-finite loss or gradient norm to skip (no update from them; counted in the log and in
+    # rewardlab.json) before the run stops with an error naming the step and its rows.
+    skip_nonfinite: int = bounded(0, at_least=0, doc="0: stop at the first")
     precision: str = choice("fp32", ("fp32", "bf16", "fp16", "auto"), "auto: bf16 where the hardware has it")
     seed: int = bounded(0, at_least=0, at_most=2**32 - 1, doc="numpy's seed range")
     eval_steps: int | None = bounded(None, above=0, doc="or null: evaluate at the end only")

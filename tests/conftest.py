@@ -2,6 +2,7 @@ import importlib.metadata
 import json
 import os
 import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,10 @@ def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
 def tiny():
     """The three tiny random backbones, built once."""
     return {name: load_backbone(ModelSettings(name=name)) for name in ("tiny-llama", "tiny-gpt2", "tiny-bert")}
+
+
+def free_port() -> int:
+    """A TCP port free right now, for a launcher's rendezvous (tests of several agents share the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,4 +1,4 @@
-"""FSDP 2 on 2 CPU processes (gloo) trains like 1 process and saves the whole model, not its shards.
+"""FSDP 2 on 2 CPU processes (gloo) trains and evaluates like 1 process and saves the whole model, not its shards.
 
 Accelerate 1.15 never selects FSDP on a CPU machine: with ``use_cpu: true`` its state settles on MULTI_CPU (plain
 DDP) and ignores the FSDP config without a word. torch's ``fully_shard`` itself runs on CPU with gloo, so the launched
@@ -6,6 +6,7 @@ script below only promotes Accelerate's state from MULTI_CPU to FSDP; the rest (
 DTensor parameters, ``clip_grad_norm_``, ``get_state_dict``) is Accelerate's and torch's own FSDP 2 code.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 import yaml
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import REPO, synthetic_rows, write_jsonl
+from conftest import REPO, free_port, synthetic_rows, write_jsonl
 from test_train import logged_losses
 
 DRIVER = '''
@@ -52,7 +53,7 @@ sys.exit(main())
 def fsdp_cpu_config(tmp_path):
     """recipes/accelerate/fsdp.yaml, on 2 CPU processes in fp32."""
     config = yaml.safe_load((REPO / "recipes" / "accelerate" / "fsdp.yaml").read_text())
-    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=29541)
+    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=free_port())
     path = tmp_path / "fsdp-cpu.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -60,6 +61,9 @@ def fsdp_cpu_config(tmp_path):
 
 def run(tmp_path, name, sharded, overrides):
     data = write_jsonl(tmp_path / "train.jsonl", synthetic_rows(48))
+    # 17 pairs do not split evenly over 2 processes: every forward pass under FSDP is a collective (the weights are
+    # gathered), so both processes must still run the same evaluation batches.
+    dev = write_jsonl(tmp_path / "dev.jsonl", synthetic_rows(17, seed=1))
     out = tmp_path / name
     if sharded:
         (tmp_path / "driver.py").write_text(DRIVER)
@@ -67,7 +71,7 @@ def run(tmp_path, name, sharded, overrides):
                    str(tmp_path / "driver.py")]
     else:
         command = [sys.executable, "-m", "rewardlab.cli"]
-    command += ["train", "model.name=tiny-llama", f"train_data={data}", "eval_data=null", "max_length=64",
+    command += ["train", "model.name=tiny-llama", f"train_data={data}", f"eval_data={dev}", "max_length=64",
                 "batch_size=8", "learning_rate=3e-3", "max_steps=2", "logging_steps=1", "max_grad_norm=0.05",
                 f"output_dir={out}", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -94,6 +98,11 @@ def test_fsdp_saves_the_same_model_as_one_process(tmp_path, overrides):
     for key, value in expected_weights.items():
         assert saved_weights[key].shape == value.shape, key  # full tensors, not 1/2 shards
         torch.testing.assert_close(saved_weights[key], value, atol=1e-4, rtol=0, msg=key)
+
+    metrics_one, metrics_two = (json.loads((out / "rewardlab.json").read_text())["metrics"] for out in (one, two))
+    assert metrics_one["pairs"] == metrics_two["pairs"] == 17
+    for key in ("accuracy", "mean_margin", "reward_mean", "reward_std"):
+        assert metrics_two[key] == pytest.approx(metrics_one[key], abs=1e-5), key
 
     tokenizer = AutoTokenizer.from_pretrained(two)
     texts = ["Request 1: well thanks", "Request 2: go away", "Request 3: so ok sure"]

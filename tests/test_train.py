@@ -44,17 +44,8 @@ def test_resume_after_interruption_gives_the_same_losses(tmp_path, monkeypatch):
     train(straight)
 
     interrupted = make_recipe(tmp_path / "b", *common, rows=40)
-    real_save = train_module.save_checkpoint
-
-    def save_then_die(*args):
-        real_save(*args)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(interrupted)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    assert train_module.latest_checkpoint(interrupted.output_dir).name == "step-00000003"
+    interrupt_after_checkpoint(monkeypatch, interrupted, 3)
+    assert train_module.latest_checkpoint(interrupted.output_dir).path.name == "step-00000003"
     train(interrupted, resume=True)
 
     expected, resumed = logged_losses(straight.output_dir), logged_losses(interrupted.output_dir)
@@ -122,3 +113,37 @@ def test_training_changes_the_trainable_parameters_and_lora_keeps_the_base_froze
     assert changed and all("lora_" in n or "score" in n for n in changed)
     assert any("score" in n for n in changed)
     assert (Path(recipe.output_dir) / "adapter_config.json").is_file()
+
+
+def interrupt_after_checkpoint(monkeypatch, recipe, step: int):
+    """Run ``recipe`` until the checkpoint at ``step`` is written, then stop as a kill would."""
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(accelerator, recipe_, progress, *rest):
+        real_save(accelerator, recipe_, progress, *rest)
+        if progress.step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "grouped_by_length"])
+def test_resume_with_dropout_lora_and_accumulation_gives_the_same_losses(tmp_path, monkeypatch, order):
+    """Dropout draws from the global RNG, which the checkpoint restores: nothing else (building the resumed data
+    iterator, evaluation) may draw from it, or step 4 onwards sees other dropout masks."""
+    common = ("model.name=tiny-gpt2", "model.dropout=true", "model.lora.r=4", "model.lora.dropout=0.3",
+              "micro_batch_size=4", "max_steps=8", "save_steps=3", "eval_steps=2", "warmup_ratio=0.25",
+              f"group_by_length={order == 'grouped_by_length'}")
+    straight = make_recipe(tmp_path / "a", *common, rows=40)
+    train(straight)
+    interrupted = make_recipe(tmp_path / "b", *common, rows=40)
+    interrupt_after_checkpoint(monkeypatch, interrupted, 3)
+    train(interrupted, resume=True)
+
+    expected, resumed = logged_losses(straight.output_dir), logged_losses(interrupted.output_dir)
+    assert sorted(resumed) == list(range(1, 9))
+    for step in range(4, 9):
+        assert resumed[step] == pytest.approx(expected[step], abs=1e-6), step

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -31,6 +30,7 @@ from rewardlab.objectives import ClipLoss, SigLipLoss
 from rewardlab.objectives.cached import cached_backward, length_sorted_chunks, without_trailing_padding
 from rewardlab.objectives.core import gather_with_grad
 from rewardlab.save import INFO_FILE
+from rewardlab.tasks import map_across_processes
 from rewardlab.vision import build_image_tower
 
 MAX_LOGIT_SCALE = 100.0  # CLIP clips the learned scale here, so the softmax cannot become arbitrarily sharp
@@ -162,9 +162,8 @@ class ClipTask:
 
     def evaluate(self, accelerator: Accelerator, model, data: list[ImageCaption]) -> dict:
         two_tower = accelerator.unwrap_model(model)
-        with accelerator.split_between_processes(data) as shard:
-            images, texts = embed_pairs(two_tower, shard, self.collate, self.eval_batch_size, accelerator.device)
-        images, texts = torch.cat(gather_object([images])), torch.cat(gather_object([texts]))
+        images, texts = torch.stack(map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: list(
+            torch.stack(embed_pairs(two_tower, pairs, self.collate, len(pairs), accelerator.device), 1)))).unbind(1)
         metrics = {"pairs": len(data), **retrieval_metrics(images, texts, [p.caption for p in data])}
         if all(p.label is not None for p in data):
             classes = sorted({p.label for p in data})

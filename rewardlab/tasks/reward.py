@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 
 from rewardlab.backbones import attention_cost, load_backbone, trainable_parameters
 from rewardlab.config import Recipe, RecipeError, to_dict
@@ -20,6 +19,7 @@ from rewardlab.evaluate import comparisons, evaluation, format_metrics, plot_rew
 from rewardlab.model import LAYOUTS, RewardModule, output_layer
 from rewardlab.objectives import AttributeRegressionLoss, BradleyTerryLoss, OdinLoss, PlackettLuceLoss
 from rewardlab.save import save_reward_model
+from rewardlab.tasks import map_across_processes
 
 
 def load_pairs(source: str | None, split: str, policy: EncodingPolicy, log, group_by_prompt: bool = False) -> list:
@@ -143,9 +143,8 @@ class RewardTask:
         return loss, {"accuracy": accuracy}
 
     def evaluate(self, accelerator: Accelerator, model, data: list) -> dict:
-        with accelerator.split_between_processes(data) as shard:
-            outputs = score_examples(model, shard, self.collate, self.eval_batch_size, accelerator.device)
-        outputs = gather_object(outputs)
+        outputs = map_across_processes(accelerator, data, self.eval_batch_size, lambda examples: score_examples(
+            model, examples, self.collate, len(examples), accelerator.device), length=lambda e: e.length)
         reward = lambda output: self.reward(torch.tensor([output])).item()
         self.rewards = comparisons(data, [[reward(o) for o in example] for example in outputs])
         return evaluation(data, outputs, reward, self.attributes)

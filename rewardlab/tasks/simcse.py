@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import gather_object
 from torch import nn
 from rewardlab.backbones import checkpoint_layers, disable_dropout, load_text_model, trainable_parameters
 from rewardlab.config import ModelSettings, Recipe, RecipeError, to_dict
@@ -31,6 +30,7 @@ from rewardlab.objectives import SimCSELoss
 from rewardlab.objectives.cached import cached_backward, length_sorted_chunks, without_trailing_padding
 from rewardlab.offline import resolve_offline
 from rewardlab.save import INFO_FILE, load_info
+from rewardlab.tasks import map_across_processes
 
 # Attention dropout given to backbones that have no dropout at all (Llama, Qwen, Mistral, ...) when
 # `model.dropout: true`: BERT's rate, the one the SimCSE paper uses.
@@ -261,10 +261,9 @@ class SimCSETask:
         if not data or not isinstance(data[0], StsPair):  # no eval_data: training sentences have no scores
             return {"pairs": 0, "spearman": math.nan, "pearson": math.nan}
         encoder = accelerator.unwrap_model(model)
-        with accelerator.split_between_processes(data) as shard:
-            similarities = cosine_similarities(encoder, self.tokenizer, shard, self.recipe.max_length,
-                                               self.eval_batch_size, accelerator.device)
-        return sts_metrics(gather_object(similarities), data)
+        similarities = map_across_processes(accelerator, data, self.eval_batch_size, lambda pairs: cosine_similarities(
+            encoder, self.tokenizer, pairs, self.recipe.max_length, len(pairs), accelerator.device))
+        return sts_metrics(similarities, data)
 
     @property
     def eval_batch_size(self) -> int:
