@@ -39,19 +39,35 @@ class ScoringError(DataError):
     """An input that cannot be scored; the message says why."""
 
 
-def load_reward_model(path_or_id: str):
-    """(model in eval mode, tokenizer, encoder?, rewardlab info) for a model folder, adapter folder or hub id."""
+def load_reward_model(path_or_id: str, trust_remote_code: bool = False):
+    """(model in eval mode, tokenizer, encoder?, rewardlab info) for a model folder, adapter folder or hub id.
+
+    Weights load from safetensors only (a pickle such as ``pytorch_model.bin`` can run code as it loads), and code
+    shipped with a model (``auto_map``) runs only with ``trust_remote_code=True``."""
     source = resolve_offline(path_or_id) or path_or_id
-    config = AutoConfig.from_pretrained(source)
+    if Path(source).is_dir() and not any(Path(source).glob("*.safetensors")):
+        found = ", ".join(sorted(p.name for p in Path(source).iterdir())) or "nothing"
+        raise ScoringError(f"{source} holds no .safetensors weights (it has: {found:.200}); rewardlab loads weights "
+                           f"only from safetensors, since a pickle file (pytorch_model.bin) can run code when loaded. "
+                           f"Where you trust the file, convert it once with transformers' save_pretrained")
+    remote = {"trust_remote_code": trust_remote_code}
+    weights = {"use_safetensors": True, **remote}
+    try:
+        config = AutoConfig.from_pretrained(source, **remote)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise ScoringError(f"{source} ships its own Python code (auto_map in config.json), which rewardlab runs only "
+                           f"when asked: --trust-remote-code (trust_remote_code=True), if you trust it") from None
     if Path(source, "adapter_config.json").is_file():
         from peft import AutoPeftModelForSequenceClassification
 
-        model = AutoPeftModelForSequenceClassification.from_pretrained(source, num_labels=1)
+        model = AutoPeftModelForSequenceClassification.from_pretrained(source, num_labels=1, **weights)
     elif any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
-        model = AutoModelForSequenceClassification.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(source, **weights)
     else:  # a plain backbone (e.g. an offline name): a new, untrained one-output head
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, **weights)
+    tokenizer = AutoTokenizer.from_pretrained(source, **remote)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -100,10 +116,11 @@ class RewardModel:
 
     @classmethod
     def load(cls, path_or_id: str, max_length: int | None = None, token_budget: int | None = None,
-             device: str | None = None) -> RewardModel:
+             device: str | None = None, trust_remote_code: bool = False) -> RewardModel:
         """A rewardlab output folder, an offline backbone name, or any Hugging Face sequence-classification reward
-        model (folder or hub id), on ``device`` (default: cuda when available, else cpu)."""
-        model, tokenizer, encoder, info = load_reward_model(path_or_id)
+        model (folder or hub id), on ``device`` (default: cuda when available, else cpu); safetensors weights only,
+        and the model's own code only with ``trust_remote_code``."""
+        model, tokenizer, encoder, info = load_reward_model(path_or_id, trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), tokenizer, encoder, info, max_length, token_budget)
 
