@@ -245,8 +245,9 @@ def test_a_folder_with_only_pickle_weights_is_refused(saved_folder, tmp_path, ca
     assert "loads weights only from safetensors" in capsys.readouterr().err
 
 
-def test_a_model_with_its_own_code_is_refused_unless_trusted(saved_folder, tmp_path, monkeypatch, capsys):
-    """``auto_map`` points at Python files in the folder; without --trust-remote-code they never run."""
+def test_a_model_with_its_own_code_is_refused_without_the_flag(saved_folder, tmp_path, monkeypatch, capsys):
+    """``auto_map`` points at Python files in the folder; without --trust-remote-code they never run (that the flag
+    reaches the loader: the next test)."""
     folder = tmp_path / "remote"
     folder.mkdir()
     for f in saved_folder.iterdir():
@@ -266,3 +267,14 @@ def test_a_model_with_its_own_code_is_refused_unless_trusted(saved_folder, tmp_p
     assert main(["serve", str(folder)]) == 2 and not served
     assert "--trust-remote-code" in capsys.readouterr().err
     assert not ran.exists()
+
+
+def test_serve_listens_on_loopback_unless_told_and_passes_its_flags(saved_folder, monkeypatch, capsys):
+    loaded, served = [], []
+    monkeypatch.setattr(RewardModel, "load", classmethod(lambda cls, *args, **kwargs: loaded.append(kwargs) or "rm"))
+    monkeypatch.setattr("rewardlab.serve.serve", lambda model, host, port, **options: served.append(host))
+    assert main(["serve", str(saved_folder)]) == 0
+    assert main(["serve", str(saved_folder), "--host", "0.0.0.0", "--trust-remote-code"]) == 0
+    assert served == ["127.0.0.1", "0.0.0.0"]
+    assert [kwargs["trust_remote_code"] for kwargs in loaded] == [False, True]
+    assert "serving on 0.0.0.0 without --api-key" in capsys.readouterr().err
