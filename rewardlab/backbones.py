@@ -26,7 +26,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from rewardlab.config import LoraSettings, ModelSettings
+from rewardlab.config import LoraSettings, ModelSettings, RecipeError
 from rewardlab.offline import resolve_offline
 
 CHATML = (
@@ -139,13 +139,38 @@ def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -
     return Backbone(model=model, tokenizer=tokenizer, encoder=encoder, dtypes=dtypes)
 
 
+class UntrustedModelError(RecipeError):
+    """A model rewardlab will not load as it stands: pickle weights only, or code of its own not trusted."""
+
+
+def checked_config(source, trust_remote_code: bool = False):
+    """The config of a model that is safe to load: weights from safetensors only (a pickle such as
+    ``pytorch_model.bin`` can run code as it loads), and code shipped with it (``auto_map``) only when trusted."""
+    folder = Path(source)
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        raise UntrustedModelError(
+            f"{source} holds no .safetensors weights (it has: {found:.200}); rewardlab loads weights only from "
+            f"safetensors, since a pickle file (pytorch_model.bin) can run code when loaded. Where you trust the "
+            f"file, convert it once with transformers' save_pretrained")
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise
+        raise UntrustedModelError(
+            f"{source} ships its own Python code (auto_map in config.json), which rewardlab runs only when asked: "
+            f"--trust-remote-code (trust_remote_code=True), if you trust it") from None
+
+
 def load_classifier(source, num_labels: int = 1, dtype: torch.dtype | str = "auto", trust_remote_code: bool = False):
     """(sequence classifier, tokenizer, encoder?) from a folder or hub id: a saved classifier as it is, an adapter
     folder with its base, or a plain backbone with a new ``num_labels``-output head. The one place rewardlab loads
-    a reward model; ``dtype`` "auto" keeps the checkpoint's. Remote code only when asked."""
-    options = dict(trust_remote_code=trust_remote_code)
-    tokenizer = AutoTokenizer.from_pretrained(source, **options)
-    config = AutoConfig.from_pretrained(source, **options)
+    a reward model; ``dtype`` "auto" keeps the checkpoint's. Safetensors only, remote code only when asked
+    (:func:`checked_config`)."""
+    config = checked_config(source, trust_remote_code)
+    options = dict(trust_remote_code=trust_remote_code, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     if Path(source, "adapter_config.json").is_file():
         from peft import AutoPeftModelForSequenceClassification
 
@@ -173,9 +198,10 @@ def load_text_model(name: str, seed: int = 0, dtype: str = "fp32", trust_remote_
         model = AutoModel.from_config(tiny_config(name, len(tokenizer)))
     else:
         source = resolve_offline(name) or name
-        options = dict(trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        model = AutoModel.from_pretrained(source, dtype=DTYPES.get(dtype, "auto"), **options)
+        checked_config(source, trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(source, dtype=DTYPES.get(dtype, "auto"), use_safetensors=True,
+                                          trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, is_encoder(model.config)

@@ -233,7 +233,7 @@ def cmd_serve(args) -> None:
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
-    model = RewardModel.load(args.model, args.max_length, args.token_budget)
+    model = RewardModel.load(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code)
     serve(model, args.host, args.port, api_key=args.api_key, max_items=args.max_items, merge=not args.no_merge,
           normalize=args.normalize)
 
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="(reward - mean) / std with the saved statistics")
     p.add_argument("--max-items", type=positive_int, default=4096, help="most items in one request")
     p.add_argument("--no-merge", action="store_true", help="one forward pass per request (for comparison)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the Python code a model folder or hub repo ships (auto_map); off by default")
     _scoring_options(p)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("compare", help="train several recipes and compare their results")

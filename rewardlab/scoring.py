@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from rewardlab.backbones import load_classifier
+from rewardlab.backbones import UntrustedModelError, load_classifier
 from rewardlab.data.encode import EncodeReport, EncodingError, EncodingPolicy, Text, is_messages
 from rewardlab.model import RewardModule
 from rewardlab.offline import resolve_offline
@@ -31,9 +31,13 @@ __all__ = ["RewardModel", "ScoringError", "Text", "is_messages", "load_reward_mo
 
 def load_reward_model(path_or_id: str, dtype: torch.dtype | str = "auto", trust_remote_code: bool = False):
     """(model in eval mode, tokenizer, encoder?, rewardlab info) for a model folder, adapter folder or hub id; the
-    weights in the dtype they were saved in unless ``dtype`` says otherwise."""
+    weights in the dtype they were saved in unless ``dtype`` says otherwise. Weights load from safetensors only, and
+    code shipped with a model runs only with ``trust_remote_code=True`` (a refusal is a :class:`ScoringError`)."""
     source = resolve_offline(path_or_id) or path_or_id
-    model, tokenizer, encoder = load_classifier(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    try:
+        model, tokenizer, encoder = load_classifier(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    except UntrustedModelError as e:
+        raise ScoringError(str(e)) from None
     return model.eval(), tokenizer, encoder, load_info(source)
 
 
@@ -81,10 +85,11 @@ class RewardModel:
 
     @classmethod
     def load(cls, path_or_id: str, max_length: int | None = None, token_budget: int | None = None,
-             device: str | None = None) -> RewardModel:
+             device: str | None = None, trust_remote_code: bool = False) -> RewardModel:
         """A rewardlab output folder, an offline backbone name, or any Hugging Face sequence-classification reward
-        model (folder or hub id), on ``device`` (default: cuda when available, else cpu)."""
-        model, tokenizer, encoder, info = load_reward_model(path_or_id)
+        model (folder or hub id), on ``device`` (default: cuda when available, else cpu); safetensors weights only,
+        and the model's own code only with ``trust_remote_code``."""
+        model, tokenizer, encoder, info = load_reward_model(path_or_id, trust_remote_code=trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), tokenizer, encoder, info, max_length, token_budget)
 

@@ -13,34 +13,52 @@ budget, whichever requests they came from. So 64 clients sending one item each c
 64, and no request waits behind a stream of newer ones. The passes run in a thread, so the event loop keeps
 accepting requests meanwhile; each request awaits only its own results.
 
-Bad requests get a 4xx and a message (``{"detail": ...}``), never a 500: 400 malformed JSON; 401 a missing or wrong
-key when the server has one (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``); 413 a body over
-``max_body_bytes`` or more than ``max_items`` items; 422 wrong types, unknown keys, empty lists, length mismatch.
+Encoding (tokenizing, chat rendering) runs in threads too, so a big body delays only its own answer: ``/health``
+and other requests are answered meanwhile. A client that goes away before its answer gives up its waiting items (they
+are not computed) and leaves nothing in the log.
+
+Bad requests get a 4xx and a message (``{"detail": ...}``), never a 500: 400 malformed JSON (invalid UTF-8, lone
+surrogates and nesting past the parser's depth limit included); 401 a missing or wrong key when the server has one
+(``Authorization: Bearer KEY`` or ``X-API-Key: KEY``); 404/405 unknown routes and methods; 413 a body over
+``max_body_bytes`` or more than ``max_items`` items; 415 a body not sent as ``application/json`` (so a web page
+cannot post to the server without a CORS preflight, which the server does not answer); 422 wrong types (strict: no
+``"yes"`` for true, no number for a string), unknown keys, empty lists, length mismatch, a chat template that raises.
+With an API key, ``/docs`` and ``/openapi.json`` are off.
+
+A model that gives a non-finite reward is broken, not the request: the server refuses to start when the reward of a
+probe text is not finite, and a request whose rewards are not all finite gets a 500 that says so (never ``NaN``,
+which is not JSON).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.requests import ClientDisconnect
 
 from rewardlab.scoring import RewardModel, ScoringError
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")  # chat templates may read more keys than role and content
+    model_config = ConfigDict(extra="allow", strict=True)  # chat templates may read more keys than role and content
     role: str
     content: str
 
 
 class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    prompts: list[str | list[Message]] = Field(min_length=1)
-    responses: list[str | list[Message]] = Field(min_length=1)
+    """Strict types: ``"normalize": "yes"`` or ``"prompts": [1]`` are errors, not guesses."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    prompts: list[str | list[Message]] = Field(min_length=1)  # [] is a conversation with no prompt before the reply
+    responses: list[str | Annotated[list[Message], Field(min_length=1)]] = Field(min_length=1)
     normalize: bool | None = None
 
     @model_validator(mode="after")
@@ -54,7 +72,7 @@ class ScoreRequest(BaseModel):
 class RewardRequest(BaseModel):
     """OpenRLHF's body. Newer OpenRLHF versions also send ``prompts`` and ``labels``; they are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     query: list[str] = Field(min_length=1)
 
 
@@ -92,7 +110,7 @@ class Batcher:
     async def _run(self) -> None:
         waiting: list[tuple[Job, int]] = []  # (job, sequence index), oldest first
         while True:
-            if not waiting:
+            while not waiting:
                 waiting += self._items(await self._queue.get())
             while self.merge and not self._queue.empty():
                 waiting += self._items(self._queue.get_nowait())
@@ -115,7 +133,8 @@ class Batcher:
 
     @staticmethod
     def _items(job: Job) -> list[tuple[Job, int]]:
-        return [(job, i) for i in range(len(job.sequences))]
+        """The job's sequences; none when its client has gone (its future is cancelled) while it was queued."""
+        return [] if job.future.done() else [(job, i) for i in range(len(job.sequences))]
 
     def close(self) -> None:
         if self._worker is not None:
@@ -125,6 +144,7 @@ class Batcher:
 def create_app(reward_model: RewardModel, api_key: str | None = None, max_items: int = 4096,
                max_body_bytes: int = 16 * 2**20, merge: bool = True, normalize: bool = False) -> FastAPI:
     """The FastAPI app; ``merge=False`` gives every request its own forward passes (for comparison)."""
+    check_finite(reward_model)
     if normalize:
         reward_model.normalize([])  # fail at start-up, not at the first request, when there are no statistics
     batcher = Batcher(reward_model, merge)
@@ -134,12 +154,17 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
         yield
         batcher.close()
 
-    app = FastAPI(title="rewardlab", lifespan=lifespan)
+    closed = {"docs_url": None, "redoc_url": None, "openapi_url": None} if api_key else {}
+    app = FastAPI(title="rewardlab", lifespan=lifespan, **closed)
     app.state.batcher = batcher
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         return JSONResponse({"detail": f"internal error ({type(exc).__name__})"}, status_code=500)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        return Response(status_code=499)  # nobody reads it; handled here so that nothing is logged as an error
 
     def authorize(request: Request) -> None:
         if api_key is None:
@@ -153,6 +178,9 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     async def read(request: Request, body_type: type[BaseModel]):
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise HTTPException(415, f"send the body as Content-Type: application/json, not {media_type or 'none'}")
         too_large = HTTPException(413, f"request body over {max_body_bytes} bytes")
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_body_bytes:
@@ -171,15 +199,32 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
         if n > max_items:
             raise HTTPException(413, f"{n} items in one request; at most {max_items}")
 
-    async def rewards_of(encode, items, normalize_now: bool) -> dict:
-        try:
-            sequences = [encode(*item) for item in items]
-            if normalize_now:
+    def encode_all(encode, items) -> list[list[int]]:
+        sequences = []
+        for i, item in enumerate(items):
+            try:
+                sequences.append(encode(*item))
+            except ScoringError as e:
+                raise HTTPException(422, f"item {i}: {e}") from None
+            except TemplateError as e:  # the chat template's own checks (raise_exception) or a message it cannot read
+                raise HTTPException(422, f"item {i}: the chat template failed: {e}") from None
+        return sequences
+
+    async def rewards_of(request: Request, encode, items, normalize_now: bool) -> dict:
+        if normalize_now:
+            try:
                 reward_model.normalize([])  # the statistics exist
-        except ScoringError as e:
-            raise HTTPException(422, str(e)) from None
-        rewards = await batcher.score(sequences)
-        return {"rewards": reward_model.normalize(rewards) if normalize_now else rewards}
+            except ScoringError as e:
+                raise HTTPException(422, str(e)) from None
+        sequences = await asyncio.to_thread(encode_all, encode, items)  # off the event loop: big bodies take seconds
+        rewards = await unless_disconnected(request, batcher.score(sequences))
+        rewards = reward_model.normalize(rewards) if normalize_now else rewards
+        bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
+        if bad:
+            raise HTTPException(500, f"the model gave a non-finite reward ({rewards[bad[0]]}) to {len(bad)} of "
+                                     f"{len(rewards)} items (first: item {bad[0]}); the model is numerically broken "
+                                     f"on these inputs (e.g. an overflow in half precision), the request is fine")
+        return {"rewards": rewards}
 
     @app.get("/health")
     async def health():
@@ -191,15 +236,43 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
         body = await read(request, ScoreRequest)
         check_items(len(body.prompts))
         items = [(plain(p), plain(r)) for p, r in zip(body.prompts, body.responses)]
-        return await rewards_of(reward_model.encode, items, normalize if body.normalize is None else body.normalize)
+        normalize_now = normalize if body.normalize is None else body.normalize
+        return await rewards_of(request, reward_model.encode, items, normalize_now)
 
     @app.post("/get_reward", dependencies=[Depends(authorize)])
     async def get_reward(request: Request):
         body = await read(request, RewardRequest)
         check_items(len(body.query))
-        return await rewards_of(reward_model.encode_text, [(q,) for q in body.query], normalize)
+        return await rewards_of(request, reward_model.encode_text, [(q,) for q in body.query], normalize)
 
     return app
+
+
+def check_finite(reward_model: RewardModel) -> None:
+    """Refuse a model whose reward of a probe text is NaN or infinite (a diverged run): it could answer nothing."""
+    [reward] = reward_model.score(["How do I water a cactus?"], [" Every two to three weeks."])
+    if not math.isfinite(reward):
+        raise ScoringError(f"{reward_model.name} gives a non-finite reward ({reward}) to a probe text: its weights "
+                           f"are broken (did training diverge?); refusing to serve it")
+
+
+async def unless_disconnected(request: Request, work):
+    """The result of ``work``; if the client goes away first, ``work`` is cancelled (its items leave the queue
+    uncomputed) and :class:`ClientDisconnect` is raised."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(disconnected(request))
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    gone.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientDisconnect()
+    return task.result()
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client disconnects (once the body is read, the next ASGI message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def plain(text: str | list[Message]) -> str | list[dict]:
