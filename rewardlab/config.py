@@ -131,7 +131,7 @@ class ContrastiveSettings:
     # Cached-gradient batches (GradCache): each forward pass's examples are embedded in chunks of this many, first
     # without a graph, then chunk by chunk with one. Memory of one chunk, the gradients of the whole batch, one more
     # forward pass. None: one pass over the micro-batch.
-    mini_batch_size: int | None = None
+    mini_batch_size: int | None = bounded(None, at_least=1)
 
 
 @dataclass

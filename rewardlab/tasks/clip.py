@@ -105,9 +105,6 @@ class ClipTask:
     """CLIP (``objective: clip``) or SigLIP (``objective: siglip``) on image–caption pairs."""
 
     def __init__(self, recipe: Recipe, log):
-        size = recipe.contrastive.mini_batch_size
-        if size is not None and size < 1:
-            raise RecipeError(f"recipe key 'contrastive.mini_batch_size' must be a positive integer or null, got {size}")
         if recipe.model.lora.r:
             raise RecipeError("recipe key 'model.lora.r': CLIP/SigLIP train or freeze whole towers "
                               "(clip.freeze_text_tower, clip.freeze_image_tower); set model.lora.r: 0")

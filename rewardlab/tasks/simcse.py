@@ -200,9 +200,6 @@ class SimCSETask:
         if not settings.supervised and not recipe.model.dropout:
             raise RecipeError("unsupervised SimCSE needs dropout (a sentence's two copies differ only by their "
                               "dropout masks): set model.dropout: true, or contrastive.supervised: true for pairs")
-        if settings.mini_batch_size is not None and settings.mini_batch_size < 1:
-            raise RecipeError(f"recipe key 'contrastive.mini_batch_size' must be a positive integer or null, got "
-                              f"{settings.mini_batch_size}")
         if settings.supervised and len(settings.pair_columns) != 2:
             raise RecipeError(f"recipe key 'contrastive.pair_columns' must name 2 columns (anchor, positive), got "
                               f"{settings.pair_columns}")
