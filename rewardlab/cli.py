@@ -101,6 +101,7 @@ def cmd_score(args) -> None:
         raise DataError(f"{args.input}: no rows to score")
     with replaced_on_success(Path(args.output)) as out:
         model = RewardModel.load(args.model, args.max_length, args.token_budget)
+        set_reward_weights(model, args.reward_weights)
         if args.normalize:
             model.normalize([])  # fail before scoring anything when the model has no statistics
         total = _count_lines(args.input) if args.input.endswith(".jsonl") else None
@@ -234,6 +235,7 @@ def cmd_serve(args) -> None:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
     model = RewardModel.load(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code)
+    set_reward_weights(model, args.reward_weights)
     serve(model, args.host, args.port, api_key=args.api_key, max_items=args.max_items, merge=not args.no_merge,
           normalize=args.normalize)
 
@@ -325,8 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_reward_weights(model, weights: list[float] | None) -> None:
+    """``--reward-weights``: one weight per attribute of a multi-attribute model."""
+    if weights is None:
+        return
+    from rewardlab.scoring import ScoringError
+
+    if len(weights) != len(model.attributes):
+        raise ScoringError(f"--reward-weights needs one weight per attribute of {model.name} "
+                           f"({', '.join(model.attributes) or 'it rates none'}), got {len(weights)}")
+    model.reward_weights = weights
+
+
 def _scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=positive_int, help="default: the length the model was trained with, else 512")
+    p.add_argument("--reward-weights", type=float, nargs="+", metavar="W",
+                   help="a multi-attribute model: the weight of each attribute in the reward (default: the saved ones)")
     p.add_argument("--token-budget", type=positive_int,
                    help="most padded tokens (rows x longest row) in one forward pass (default: 16384 on a GPU, "
                         "2048 on CPU)")

@@ -191,11 +191,12 @@ class RewardModel:
     def score_ids(self, sequences: list[list[int]], attributes: bool = False) -> list:
         """Rewards of encoded sequences (or with ``attributes``, every output), in input order, computed in
         token-budget batches."""
+        run = self.module.score_sequences if attributes else self.forward
         outputs = [0.0] * len(sequences)
         for batch in self.batches([len(s) for s in sequences]):
-            for i, output in zip(batch, self.module.score_sequences([sequences[i] for i in batch])):
+            for i, output in zip(batch, run([sequences[i] for i in batch])):
                 outputs[i] = output
-        return outputs if attributes else [self.weighted(o) for o in outputs]
+        return outputs
 
     def forward(self, sequences: list[list[int]]) -> list[float]:
         """Rewards of one batch of sequences: one forward pass, right-padded as in training."""

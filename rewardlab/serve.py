@@ -40,7 +40,6 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.requests import ClientDisconnect
 
@@ -204,10 +203,8 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
         for i, item in enumerate(items):
             try:
                 sequences.append(encode(*item))
-            except ScoringError as e:
+            except ScoringError as e:  # incl. a chat template that refuses the messages (raise_exception)
                 raise HTTPException(422, f"item {i}: {e}") from None
-            except TemplateError as e:  # the chat template's own checks (raise_exception) or a message it cannot read
-                raise HTTPException(422, f"item {i}: the chat template failed: {e}") from None
         return sequences
 
     async def rewards_of(request: Request, encode, items, normalize_now: bool) -> dict:

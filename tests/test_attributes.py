@@ -95,6 +95,12 @@ def test_a_tiny_backbone_learns_every_attribute_and_saves_a_labelled_multi_outpu
     scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
     assert scored[0]["attributes"] == pytest.approx({k: v for k, v in rated[0].items() if k != "reward"}, abs=1e-6)
     assert [r["reward"] for r in scored] == pytest.approx([r["reward"] for r in rated], abs=1e-6)
+    assert main(["score", str(out), "--input", str(rows_file), "--output", str(tmp_path / "p.jsonl"),
+                 "--reward-weights", "0", "1"]) == 0  # other weights at scoring time: politeness alone
+    politeness = [json.loads(line)["reward"] for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert politeness == pytest.approx([r["politeness"] for r in rated], abs=1e-6)
+    assert main(["score", str(out), "--input", str(rows_file), "--output", str(tmp_path / "p.jsonl"),
+                 "--reward-weights", "1"]) == 2
     rm.reward_weights = [0.0, 1.0]  # at scoring time, other weights
     assert rm.score(prompts[:1], responses[:1]) == pytest.approx([rated[0]["politeness"]], abs=1e-6)
 

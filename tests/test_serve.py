@@ -230,7 +230,7 @@ def test_a_chat_template_that_raises_is_422_naming_the_item(client, reward_model
     system = [{"role": "system", "content": "be nice"}]
     response = client.post("/score", json={"prompts": ["a", system], "responses": ["b", "c"]})
     assert response.status_code == 422
-    assert response.json()["detail"] == "item 1: the chat template failed: no system messages"
+    assert response.json()["detail"] == "item 1: the chat template refused these messages: TemplateError: no system messages"
 
 
 def test_an_unscorable_item_is_422_naming_it(client, reward_model, monkeypatch):
