@@ -100,16 +100,17 @@ def prune(output_dir: str | Path, run: str, keep: int) -> None:
 
 def recipe_changes(saved: dict, current: dict) -> list[str]:
     """``key: old → new`` for each recipe key (dotted) that differs and matters for resuming."""
-    old, new = _flat(saved), _flat(current)
+    old, new = flatten(saved), flatten(current)
     return [f"{key}: {old.get(key)!r} → {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
             if old.get(key) != new.get(key) and key.split(".")[0] not in RESUMABLE_CHANGES]
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested dict's leaves under dotted keys."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value
     return flat

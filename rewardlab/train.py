@@ -28,6 +28,7 @@ from rewardlab.checkpoints import (
     Progress,
     check_free_space,
     check_output_dir,
+    flatten,
     latest_checkpoint,
     mark_complete,
     prune,
@@ -357,12 +358,6 @@ def _prefixed(prefix: str, metrics: dict) -> dict:
     return flat
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def _flat(tree: dict) -> dict:
     """Recipe as flat scalars, for trackers such as TensorBoard's hparams."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(tree).items()}

@@ -20,7 +20,7 @@ from rewardlab import train as train_module
 from rewardlab.config import RECIPES_DIR, RecipeError, load_recipe
 from rewardlab.objectives.cached import cached_backward
 from rewardlab.tasks.clip import ClipTask, image_text_chunks
-from rewardlab.tasks.simcse import COLUMNS, SimCSETask
+from rewardlab.tasks.simcse import SimCSETask
 from rewardlab.train import train
 
 WORDS = "a man woman dog child is running eating sleeping cooking in the park at home on beach quickly".split()
