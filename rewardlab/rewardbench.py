@@ -79,14 +79,14 @@ def parse_bench_row(row: dict, origin: str, subset: str) -> BenchRow:
     conversation = prompt is not None and messages(prompt, "prompt", origin)
     if prompt is not None and not conversation and not isinstance(prompt, str):
         raise DataError(f"{origin}: column 'prompt' must be a string or a list of messages, got {describe(prompt)}")
-    chosen = _responses(row["chosen"], "chosen", origin, conversation)
-    if isinstance(chosen, list):
+    chosen, several = _responses(row["chosen"], "chosen", origin, conversation)
+    if several:
         if len(chosen) != 1:
             raise DataError(f"{origin}: column 'chosen' holds {len(chosen)} responses; the bench takes one chosen "
                             f"response (RewardBench 2's Ties subset, with several, is not supported)")
         chosen = chosen[0]
-    rejected = _responses(row["rejected"], "rejected", origin, conversation)
-    if isinstance(rejected, list):
+    rejected, several = _responses(row["rejected"], "rejected", origin, conversation)
+    if several:
         if len(rejected) < 3:
             raise DataError(f"{origin}: column 'rejected' is a list of {len(rejected)}; a RewardBench 2 row has 3 or "
                             f"more rejected responses (for a pair, write rejected as a string)")
@@ -101,11 +101,11 @@ def parse_bench_row(row: dict, origin: str, subset: str) -> BenchRow:
     return BenchRow(prompt, chosen, rejected, subset, version, origin, row.get("id"))
 
 
-def _responses(value, column: str, origin: str, conversation: bool):
-    """One response, or a list of them (a list whose items are not messages)."""
+def _responses(value, column: str, origin: str, conversation: bool) -> tuple[object, bool]:
+    """(response, False), or (responses, True) for a list of them: a list whose items are not messages."""
     if isinstance(value, list) and value and not any(isinstance(item, dict) for item in value):
-        return [_response(item, f"{column}[{i}]", origin, conversation) for i, item in enumerate(value)]
-    return _response(value, column, origin, conversation)
+        return [_response(item, f"{column}[{i}]", origin, conversation) for i, item in enumerate(value)], True
+    return _response(value, column, origin, conversation), False
 
 
 def _response(value, column: str, origin: str, conversation: bool):

@@ -170,6 +170,41 @@ def test_a_folder_is_its_data_files_and_rows_take_the_file_name_as_subset(tmp_pa
         read_bench([str(empty)])
 
 
+def test_conversation_prompts_and_implicit_prompts(tmp_path):
+    """A prompt of messages keeps its responses as given (strings or messages); a v1 row without a prompt takes the
+    text its two responses share, as training does."""
+    chat = [{"role": "user", "content": "Hi?"}]
+    rows = [{"prompt": chat, "chosen": "Hello. =1", "rejected": [{"role": "assistant", "content": "Go. =0"}],
+             "subset": "chat"},
+            {"chosen": "Human: hi\n\nAssistant: hello =2", "rejected": "Human: hi\n\nAssistant: go =1", "subset": "hh"}]
+    conversation, hh = read_bench([str(write_jsonl(tmp_path / "d.jsonl", rows))])
+    assert conversation.prompt == chat and conversation.chosen == "Hello. =1" and conversation.version == 1
+    assert conversation.rejected == [[{"role": "assistant", "content": "Go. =0"}]]
+    assert hh.prompt == "Human: hi\n\nAssistant:" and hh.chosen == " hello =2" and hh.rejected == [" go =1"]
+
+
+class Refusing(Table):
+    """Refuses one response, as a chat template that raises makes RewardModel refuse it."""
+
+    def score(self, prompts, responses):
+        if any("refused" in r for r in responses):
+            raise DataError("the chat template refused this conversation")
+        return super().score(prompts, responses)
+
+
+def test_an_input_the_model_refuses_is_named_by_its_row(tmp_path):
+    rows = [pair("a", 1, 0), pair("a", 2, 1), {**pair("a", 1, 0), "rejected": " refused =0"}, pair("a", 0, 1)]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(DataError, match=f"^{path}:3: the chat template refused"):
+        score_rows(Refusing(), read_bench([str(path)]))
+
+
+def test_a_non_finite_reward_is_an_error_naming_the_row(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [pair("a", 1, 0), pair("a", "nan", 0)])
+    with pytest.raises(DataError, match=f"^{path}:2: the model gave a non-finite reward"):
+        score_rows(Table(), read_bench([str(path)]))
+
+
 @needs_shared_data
 def test_the_project_s_prefs_files_read_as_v1_rows():
     """LLMBar, LLMEval² and PandaLM (prompt, chosen, rejected, source): subsets from the file names by default, from
