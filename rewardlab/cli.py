@@ -256,15 +256,20 @@ def cmd_compare(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from rewardlab.rewardbench import build_report, load_scorer, load_sections, read_bench, score_rows, write_report
+    import importlib
 
+    from rewardlab.rewardbench import (DEFAULT_SECTIONS, build_report, load_scorer, load_sections, read_bench,
+                                       score_rows, write_report)
+
+    for package in ("matplotlib", "scipy"):  # the plots and the calibration: missing, it fails before scoring
+        importlib.import_module(package)
     sections = load_sections(args.sections)
     rows = read_bench(args.data, args.subset_column, args.split)  # bad data fails here, before the model loads
     model = load_scorer(args.model, args.max_length, args.token_budget, args.trust_remote_code)
     set_reward_weights(model, args.reward_weights)
     results, members = score_rows(model, rows)
     report = build_report(rows, results, sections, members, args.bins)
-    report |= {"model": args.model, "data": args.data, "sections_file": str(args.sections or "default")}
+    report |= {"model": args.model, "data": args.data, "sections_file": str(args.sections or DEFAULT_SECTIONS)}
     output = Path(args.output or Path("runs") / "bench" / Path(args.model.rstrip("/")).name)
     print(write_report(report, rows, results, output, args.model), end="")
     cut = getattr(model, "report", None)
