@@ -1,4 +1,4 @@
-"""Command line: ``rewardlab train | eval | score | serve``."""
+"""Command line: ``rewardlab train | eval | score | serve | compare | bench``."""
 
 from __future__ import annotations
 
@@ -255,6 +255,30 @@ def cmd_compare(args) -> None:
     compare(comparison)
 
 
+def cmd_bench(args) -> None:
+    import importlib
+
+    from rewardlab.rewardbench import (DEFAULT_SECTIONS, build_report, load_scorer, load_sections, read_bench,
+                                       score_rows, write_report)
+
+    for package in ("matplotlib", "scipy"):  # the plots and the calibration: missing, it fails before scoring
+        importlib.import_module(package)
+    sections = load_sections(args.sections)
+    rows = read_bench(args.data, args.subset_column, args.split)  # bad data fails here, before the model loads
+    model = load_scorer(args.model, args.max_length, args.token_budget, args.trust_remote_code)
+    set_reward_weights(model, args.reward_weights)
+    results, members = score_rows(model, rows)
+    report = build_report(rows, results, sections, members, args.bins)
+    report |= {"model": args.model, "data": args.data, "sections_file": str(args.sections or DEFAULT_SECTIONS)}
+    output = Path(args.output or Path("runs") / "bench" / Path(args.model.rstrip("/")).name)
+    print(write_report(report, rows, results, output, args.model), end="")
+    cut = getattr(model, "report", None)
+    if cut is not None and (cut.truncated_prompt or cut.truncated_response):
+        print(f"over max_length={model.max_length}: {cut.truncated_prompt} prompts and {cut.truncated_response} "
+              f"responses cut from the left", file=sys.stderr)
+    print(f"wrote {output}/report.json, report.md, rows.jsonl and the plots", file=sys.stderr)
+
+
 def positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
@@ -324,6 +348,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--output", default="runs/compare", help="output folder (default: runs/compare)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="a RewardBench-style report: accuracy per subset and section, calibration")
+    p.add_argument("model", help="a saved model folder, offline name or hub id")
+    p.add_argument("--data", nargs="+", action="extend", required=True, metavar="FILE_OR_DIR",
+                   help="RewardBench v1 rows (prompt, chosen, rejected, subset) or RewardBench 2 rows (rejected: a "
+                        "list); a folder stands for its data files")
+    p.add_argument("--sections", help="YAML file: section -> {subset: weight} (default: RewardBench's sections, "
+                                      "rewardlab/rewardbench_sections.yaml)")
+    p.add_argument("--output", help="folder for report.json, report.md, rows.jsonl and the plots "
+                                    "(default: runs/bench/MODEL_NAME)")
+    p.add_argument("--subset-column", default="subset",
+                   help="column naming each row's subset (default: subset); rows without it take the file's name")
+    p.add_argument("--split", default="test", help="split for hub datasets (default: test)")
+    p.add_argument("--bins", type=positive_int, default=10, help="equal-width confidence bins of the calibration "
+                                                                 "error (default: 10)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the Python code a model folder or hub repo ships (auto_map); off by default")
+    _scoring_options(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -350,7 +393,7 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
 
 # Packages behind optional features: the extra that installs each.
 EXTRAS = {"fastapi": "serve", "uvicorn": "serve", "httpx": "serve", "pydantic": "serve", "tensorboard": "tensorboard",
-          "matplotlib": "plot", "PIL": "clip", "gguf": "smollm2"}
+          "matplotlib": "plot", "scipy": "plot", "PIL": "clip", "gguf": "smollm2"}
 DEBUG = "REWARDLAB_DEBUG"  # set to 1 for the full traceback of any failure
 
 
