@@ -1,4 +1,4 @@
-"""Command line: ``rewardlab train | eval | score | serve``."""
+"""Command line: ``rewardlab train | eval | score | serve | compare | average``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ def cmd_train(args) -> None:
     from rewardlab.train import train
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.ensemble.size > 1:
+        from rewardlab.ensemble_training import train_ensemble
+
+        train_ensemble(recipe, resume=args.resume or args.resume_changed, resume_changed=args.resume_changed)
+        return
     train(recipe, resume=args.resume or args.resume_changed, resume_changed=args.resume_changed)
 
 
@@ -93,14 +98,17 @@ def cmd_score(args) -> None:
     from tqdm.auto import tqdm
 
     from rewardlab.data.rows import iter_rows
-    from rewardlab.scoring import RewardModel
+    from rewardlab.scoring import ScoringError, load_scorer
 
     rows = iter_rows(args.input)
     first = next(rows, None)  # a missing or malformed input fails here, before the model loads
     if first is None:
         raise DataError(f"{args.input}: no rows to score")
     with replaced_on_success(Path(args.output)) as out:
-        model = RewardModel.load(args.model, args.max_length, args.token_budget)
+        model = load_scorer(args.model, args.max_length, args.token_budget, reward=args.ensemble_reward,
+                            std_weight=args.std_weight)
+        if args.members and not hasattr(model, "score_members"):
+            raise ScoringError(f"--members: {args.model} is one model, not an ensemble (no ensemble.json)")
         set_reward_weights(model, args.reward_weights)
         if args.normalize:
             model.normalize([])  # fail before scoring anything when the model has no statistics
@@ -151,6 +159,8 @@ def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
     from rewardlab.scoring import ScoringError
 
     sequences = [_row_sequences(model, row, origin, args.best_of_n) for row, origin in chunk]
+    if hasattr(model, "score_members"):
+        return _score_ensemble_chunk(model, chunk, sequences, args, out)
     outputs = model.score_ids([s for seqs in sequences for s in seqs], attributes=True)
     flat = [model.weighted(o) for o in outputs]
     if args.normalize:
@@ -170,6 +180,32 @@ def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
             row["reward"] = rewards[0]
             if model.attributes:  # a multi-attribute model: every attribute, beside the weighted reward
                 row["attributes"] = dict(zip(model.attributes, outputs[start - 1]))
+        out.write(_json_line(row, origin))
+
+
+def _score_ensemble_chunk(model, chunk, sequences: list[list[list[int]]], args, out) -> None:
+    """An ensemble's rows: ``reward`` (the combination), ``reward_mean`` and ``reward_std`` across members, and with
+    ``--members`` every member's reward (``member_rewards``); ``--best-of-n`` keeps the best by the combination."""
+    from rewardlab.scoring import ScoringError
+
+    members = model.member_ids([s for seqs in sequences for s in seqs], normalize=args.normalize)
+    summary = model.summary(members)
+    start = 0
+    for (row, origin), seqs in zip(chunk, sequences):
+        span = range(start, start + len(seqs))
+        start += len(seqs)
+        rewards = [summary["rewards"][i] for i in span]
+        if not all(math.isfinite(members[k][i]) for k in range(len(members)) for i in span):
+            raise ScoringError(f"{origin}: a member gave a non-finite reward; its weights are broken; {args.output} "
+                               "was left as it was")
+        pick = max(span, key=summary["rewards"].__getitem__) if args.best_of_n else span[0]
+        if args.best_of_n:
+            responses = row["responses"]
+            row = {k: v for k, v in row.items() if k != "responses"}
+            row.update(response=responses[pick - span[0]], rewards=rewards)
+        row.update(reward=summary["rewards"][pick], reward_mean=summary["mean"][pick], reward_std=summary["std"][pick])
+        if args.members:
+            row["member_rewards"] = [m[pick] for m in members]
         out.write(_json_line(row, origin))
 
 
@@ -229,12 +265,13 @@ def _text(value, column: str, origin: str, conversation: bool = True):
 
 
 def cmd_serve(args) -> None:
-    from rewardlab.scoring import RewardModel
+    from rewardlab.scoring import load_scorer
     from rewardlab.serve import serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
-    model = RewardModel.load(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code)
+    model = load_scorer(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code,
+                        reward=args.ensemble_reward, std_weight=args.std_weight)
     set_reward_weights(model, args.reward_weights)
     serve(model, args.host, args.port, api_key=args.api_key, max_items=args.max_items, merge=not args.no_merge,
           normalize=args.normalize)
@@ -253,6 +290,14 @@ def cmd_compare(args) -> None:
         for run in comparison.runs:
             load_recipe(run, comparison.overrides)
     compare(comparison)
+
+
+def cmd_average(args) -> None:
+    from rewardlab.averaging import average, member_folders
+
+    folders = member_folders(args.members, args.member)
+    out = average(folders, args.output)
+    print(f"averaged {len(folders)} members ({', '.join(map(str, folders))}) into {out}", file=sys.stderr)
 
 
 def positive_int(text: str) -> int:
@@ -303,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows hold 'prompt' + 'responses' (a list); keep the best as 'response' with its 'reward' "
                         "(all rewards under 'rewards')")
     p.add_argument("--normalize", action="store_true", help="(reward - mean) / std with the saved statistics")
+    p.add_argument("--members", action="store_true",
+                   help="an ensemble: every member's reward too ('member_rewards'; 'reward_mean' and 'reward_std' "
+                        "are always written)")
     _scoring_options(p)
     p.set_defaults(func=cmd_score)
 
@@ -324,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--output", default="runs/compare", help="output folder (default: runs/compare)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("average", help="average reward models fine-tuned from one initialisation into one (WARM)")
+    p.add_argument("members", nargs="+", help="model folders, or one ensemble folder")
+    p.add_argument("--member", type=int, action="append", metavar="I",
+                   help="of an ensemble folder, only member I (repeatable; one member alone: that member as a plain "
+                        "model folder, LoRA merged)")
+    p.add_argument("--output", required=True, help="the averaged model's folder (new or empty)")
+    p.set_defaults(func=cmd_average)
     return parser
 
 
@@ -346,6 +402,10 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-budget", type=positive_int,
                    help="most padded tokens (rows x longest row) in one forward pass (default: 16384 on a GPU, "
                         "2048 on CPU)")
+    p.add_argument("--ensemble-reward", choices=("mean", "min", "mean_minus_std"),
+                   help="an ensemble: how its members combine (default: its manifest's)")
+    p.add_argument("--std-weight", type=float, metavar="LAMBDA",
+                   help="an ensemble: lambda in mean - lambda * std (default: its manifest's)")
 
 
 # Packages behind optional features: the extra that installs each.
