@@ -105,7 +105,7 @@ def train_ensemble(recipe: Recipe, resume: bool = False, resume_changed: bool = 
         infos.append(load_info(member.folder))
     if state.is_main_process:
         write_atomically(out / MANIFEST, json.dumps(manifest(recipe, members, infos), indent=2) + "\n")
-        metric = infos[0].get("main_metric", "accuracy")
+        metric = main_metric(infos[0])
         values = ", ".join(f"{info.get('metrics', {}).get(metric, float('nan')):.4f}" for info in infos)
         state.print(f"ensemble of {len(members)} saved to {out}; members' {metric}: {values}")
     return {"members": infos}
@@ -116,11 +116,15 @@ def manifest(recipe: Recipe, members: list[Member], infos: list[dict]) -> dict:
     return {
         "format": FORMAT,
         "members": [{"path": m.folder.name, "seed": m.recipe.seed, "backbone": m.recipe.model.name, "base": m.base,
-                     "adapter": m.base is not None, "metrics": info.get("metrics", {})}
+                     "adapter": m.base is not None, main_metric(info): info.get("metrics", {}).get(main_metric(info))}
                     for m, info in zip(members, infos)],
         "reward": settings.reward, "std_weight": settings.std_weight, "center_members": settings.center_members,
         "std": "sample standard deviation across members (n - 1)",
     }
+
+
+def main_metric(info: dict) -> str:
+    return info.get("main_metric", "accuracy")
 
 
 def member_complete(member: Member) -> bool:

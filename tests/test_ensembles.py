@@ -256,3 +256,14 @@ def test_grpo_reward_function_loads_an_ensemble(ensembles):
     reward = RewardFunction.load(str(ensembles["lora"]), reward="min")
     scorer = load_scorer(str(ensembles["lora"]), reward="min")
     assert reward(PROMPTS, RESPONSES, completion_ids=None) == pytest.approx(scorer.score(PROMPTS, RESPONSES), abs=1e-6)
+
+
+def test_resume_keeps_complete_members_and_a_second_run_is_refused(ensembles, capsys):
+    out = ensembles["full"]
+    tmp = out.parent
+    weights = out / "member-1" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert main(train_args(tmp, out, "ensemble.members=3", "--resume")) == 0
+    assert "ensemble member 1: complete" in capsys.readouterr().out and weights.stat().st_mtime_ns == before
+    assert main(train_args(tmp, out, "ensemble.members=3")) == 2
+    assert "already holds an ensemble" in capsys.readouterr().err
