@@ -103,7 +103,8 @@ class EnsembleRewardModel(RewardModel):
         reward, std_weight: how members combine (``mean``, ``min``, ``mean_minus_std``; λ).
         center_members: subtract each member's reward mean before combining.
         batch_adapters: LoRA members over one base run as one forward pass of n·N rows (peft's ``adapter_names``);
-            False runs the base once per adapter (``set_adapter``).
+            False runs the batch once per adapter (``set_adapter``). Default: batched on a GPU; one adapter at a time
+            on CPU, where it measured 12% faster (README, "Ensembles and weight averaging").
         max_length, token_budget: as for :class:`RewardModel`; the budget counts every member's rows of a pass.
 
     All members encode alike (checked at load, :func:`encoding_probe`): a text is encoded once for all of them.
@@ -111,7 +112,7 @@ class EnsembleRewardModel(RewardModel):
 
     def __init__(self, parts: list[tuple[RewardModel, list[str] | None, list[int]]],
                  member_stats: list[tuple[float | None, float | None]], reward: str = "mean", std_weight: float = 1.0,
-                 center_members: bool = True, batch_adapters: bool = True, max_length: int | None = None,
+                 center_members: bool = True, batch_adapters: bool | None = None, max_length: int | None = None,
                  token_budget: int | None = None, name: str = "ensemble"):
         lead = parts[0][0]
         super().__init__(lead.module, lead.tokenizer, lead.module.encoder, lead.info, max_length, token_budget)
@@ -120,6 +121,8 @@ class EnsembleRewardModel(RewardModel):
                 raise ScoringError(f"the members of {name} encode texts differently ({lead.name} and {part.name}): an "
                                    "ensemble encodes a text once for all members, so they must share a tokenizer")
         check_combination(reward, std_weight, name)
+        if batch_adapters is None:
+            batch_adapters = self.module.device.type == "cuda"
         self.parts, self.member_stats, self.batch_adapters = parts, member_stats, batch_adapters
         self.reward, self.std_weight, self.center_members = reward, float(std_weight), center_members
         self.attributes, self.reward_weights = [], []  # members weigh their own attributes
@@ -133,7 +136,7 @@ class EnsembleRewardModel(RewardModel):
     @classmethod
     def load(cls, path: str, max_length: int | None = None, token_budget: int | None = None, device: str | None = None,
              trust_remote_code: bool = False, reward: str | None = None, std_weight: float | None = None,
-             batch_adapters: bool = True) -> EnsembleRewardModel:
+             batch_adapters: bool | None = None) -> EnsembleRewardModel:
         """An ensemble folder; ``reward`` and ``std_weight`` override the manifest's."""
         manifest, root = read_manifest(path), Path(path)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -228,5 +228,5 @@ def load_scorer(path_or_id: str, max_length: int | None = None, token_budget: in
     if reward is not None or std_weight is not None:
         raise ScoringError(f"{path_or_id} is one model, not an ensemble (no ensemble.json): there are no members to "
                            f"combine (--ensemble-reward, --std-weight)")
-    return RewardModel.load(path_or_id, max_length, token_budget, device, trust_remote_code)
+    return RewardModel.load(path_or_id, max_length, token_budget, device=device, trust_remote_code=trust_remote_code)
 

@@ -64,7 +64,7 @@ def main() -> None:
             f"model.name={args.model}", "model.lora.r=8", f"ensemble.members={args.members}", "max_steps=2",
             "batch_size=8", f"max_length={args.max_length}", f"train_data={REPO / 'data/prefs-train.jsonl'}",
             f"eval_data={REPO / 'data/prefs-dev.jsonl'}", "tracker=none", f"output_dir={out}"]))
-    batched = EnsembleRewardModel.load(str(out), max_length=args.max_length)
+    batched = EnsembleRewardModel.load(str(out), max_length=args.max_length, batch_adapters=True)
     one_at_a_time = EnsembleRewardModel.load(str(out), max_length=args.max_length, batch_adapters=False)
     folders = [out / f"member-{k}" for k in range(batched.size)]
     device = batched.module.device
