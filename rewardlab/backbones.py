@@ -7,6 +7,8 @@ Names resolve in this order: the tiny random backbones built from a config (``ti
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +48,7 @@ class Backbone:
     tokenizer: PreTrainedTokenizerFast
     encoder: bool
     dtypes: str = ""
+    fingerprint: str = ""  # of the initial backbone weights (:func:`weights_fingerprint`), head and LoRA excluded
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -113,10 +116,13 @@ def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -
     if settings.name in TINY_BACKBONES:
         encoder = settings.name == "tiny-bert"
         tokenizer = tiny_tokenizer(encoder)
-        torch.manual_seed(seed)
+        init_seed = seed if settings.init_seed is None else settings.init_seed
+        torch.manual_seed(init_seed)
         config = tiny_config(settings.name, len(tokenizer))
         config.num_labels = num_labels
         model = AutoModelForSequenceClassification.from_config(config)
+        if init_seed != seed:  # one backbone for every seed, the head from this seed (an ensemble's members)
+            reset_head(model, seed)
         if frozen != "auto":
             model.to(frozen)
     else:
@@ -128,6 +134,7 @@ def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -
         disable_dropout(model)
     if settings.gradient_checkpointing:
         checkpoint_layers(model, float(settings.gradient_checkpointing))
+    fingerprint = weights_fingerprint(model)
     if settings.lora.r > 0:
         model = add_lora(model, settings.lora)
     for param in model.parameters():
@@ -136,7 +143,35 @@ def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -
     dtypes = dtype_summary(model)
     if len({p.dtype for p in model.parameters()}) > 1:
         cast_head_inputs(model)
-    return Backbone(model=model, tokenizer=tokenizer, encoder=encoder, dtypes=dtypes)
+    return Backbone(model=model, tokenizer=tokenizer, encoder=encoder, dtypes=dtypes, fingerprint=fingerprint)
+
+
+def reset_head(model: PreTrainedModel, seed: int) -> None:
+    """New initial weights for the reward head (its linear maps, as transformers initialises them), from ``seed``."""
+    torch.manual_seed(seed)
+    for name in HEAD_MODULES:
+        head = getattr(model, name, None)
+        for module in head.modules() if isinstance(head, torch.nn.Module) else ():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.data.normal_(0.0, model.config.initializer_range)
+                if module.bias is not None:
+                    module.bias.data.zero_()
+
+
+FINGERPRINT_VALUES = 65536  # values per tensor that a fingerprint reads
+
+
+def weights_fingerprint(model: PreTrainedModel) -> str:
+    """A hash of a sequence classifier's backbone (``model.base_model``: the head is not in it): every tensor's name,
+    dtype and shape, and up to 65,536 evenly spaced values of each (two checkpoints that differ at all differ almost
+    everywhere; the whole of a 7B model would take tens of seconds to hash)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.base_model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // FINGERPRINT_VALUES)].contiguous().cpu()
+        digest.update(f"{name}:{str(tensor.dtype).removeprefix('torch.')}:{tuple(tensor.shape)};".encode())
+        digest.update(sample.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 class UntrustedModelError(RecipeError):
@@ -153,6 +188,14 @@ def checked_config(source, trust_remote_code: bool = False):
             f"{source} holds no .safetensors weights (it has: {found:.200}); rewardlab loads weights only from "
             f"safetensors, since a pickle file (pytorch_model.bin) can run code when loaded. Where you trust the "
             f"file, convert it once with transformers' save_pretrained")
+    adapter = folder / "adapter_config.json"
+    if folder.is_dir() and adapter.is_file() and not (folder / "config.json").is_file():
+        # an adapter alone, as plain transformers loads it too: the config is its base model's
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise UntrustedModelError(f"{source} is a LoRA adapter whose adapter_config.json names no base model "
+                                      "(base_model_name_or_path)")
+        return checked_config(base, trust_remote_code)
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except ValueError as e:
@@ -186,6 +229,18 @@ def load_classifier(source, num_labels: int = 1, dtype: torch.dtype | str = "aut
     # Sequence-classification heads find the reward token from the pad id (the rightmost non-pad token).
     (model.get_base_model() if hasattr(model, "get_base_model") else model).config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer, is_encoder(config)
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> tuple[PreTrainedTokenizerFast, bool]:
+    """(tokenizer, encoder?) of a backbone name, without its weights."""
+    if name in TINY_BACKBONES:
+        return tiny_tokenizer(encoder=name == "tiny-bert"), name == "tiny-bert"
+    source = resolve_offline(name) or name
+    config = checked_config(source, trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, is_encoder(config)
 
 
 def load_text_model(name: str, seed: int = 0, dtype: str = "fp32", trust_remote_code: bool = False):

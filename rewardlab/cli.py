@@ -1,4 +1,4 @@
-"""Command line: ``rewardlab train | eval | score | serve | compare | bench``."""
+"""Command line: ``rewardlab train | eval | score | serve | compare | bench | average``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ def cmd_train(args) -> None:
     from rewardlab.train import train
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if recipe.ensemble.size > 1:
+        from rewardlab.ensemble_training import train_ensemble
+
+        train_ensemble(recipe, resume=args.resume or args.resume_changed, resume_changed=args.resume_changed)
+        return
     train(recipe, resume=args.resume or args.resume_changed, resume_changed=args.resume_changed)
 
 
@@ -68,6 +73,10 @@ def cmd_eval(args) -> None:
     def log(message):
         print(message, file=sys.stderr)
 
+    from rewardlab.ensemble import is_ensemble
+
+    if is_ensemble(args.model):
+        return _eval_ensemble(args, log)
     reward_model = RewardModel.load(args.model, args.max_length)
     layout, note = resolve_layout(args.layout, reward_model.module, key="--layout")
     log(f"{args.model}: layout {layout}" + (f" ({note})" if note else "") + f", max_length {reward_model.max_length}")
@@ -86,6 +95,50 @@ def cmd_eval(args) -> None:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
+def _eval_ensemble(args, log) -> None:
+    """``rewardlab eval ENSEMBLE``: the combined reward's metrics and the members' (accuracy of each, disagreement,
+    uncertainty against errors, calibration); ``--plot`` adds a reliability plot per file."""
+    from rewardlab.evaluate import ensemble_evaluation, format_metrics
+    from rewardlab.scoring import load_scorer
+    from rewardlab.tasks.reward import load_pairs
+    from rewardlab.uncertainty import plot_reliability
+
+    scorer = load_scorer(args.model, args.max_length)
+    log(f"{args.model}: {scorer.size} members combined by {scorer.reward}, max_length {scorer.max_length}")
+    results = {}
+    for path in args.data:
+        encoded = load_pairs(path, args.split, scorer.policy, log)
+        members = scorer.member_ids([e.prompt_ids + r for e in encoded for r in e.responses])
+        results[path] = metrics = ensemble_evaluation(encoded, members, scorer.combine)
+        print(format_metrics(path, metrics))
+        if "ensemble" in metrics:
+            print(format_ensemble(metrics["ensemble"]))
+            if args.plot:
+                Path(args.plot).mkdir(parents=True, exist_ok=True)
+                plot_reliability(metrics["ensemble"]["calibration"], Path(args.plot) / f"{Path(path).stem}-reliability.png",
+                                 title=f"{Path(args.model).name} on {Path(path).name}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def format_ensemble(m: dict) -> str:
+    """The members' lines of an ensemble's evaluation."""
+    lines = [f"  mean of {m['members']} members: accuracy {m['accuracy']:.4f}; members "
+             + " ".join(f"{a:.4f}" for a in m["member_accuracy"]),
+             f"  disagreement            margin std {m['disagreement']['margin_std']:.4f}, members split on "
+             f"{m['disagreement']['winner_disagreement']:.1%} of pairs",
+             f"  calibration             ECE {m['calibration']['ece']:.4f} (mean confidence "
+             f"{m['calibration']['mean_confidence']:.4f})"]
+    u = m["uncertainty_vs_error"]
+    if not u["defined"]:
+        return "\n".join(lines + [f"  uncertainty             {u['reason']}"])
+    for name in ("half", "quarter"):
+        if u[name]:
+            lines.append(f"  error, most / least uncertain {name}: {u[name]['most_uncertain']['error_rate']:.4f} / "
+                         f"{u[name]['least_uncertain']['error_rate']:.4f} ({u[name]['pairs']} pairs each)")
+    return "\n".join(lines)
+
+
 SCORE_CHUNK = 1024  # rows read, scored and written at a time
 
 
@@ -93,14 +146,17 @@ def cmd_score(args) -> None:
     from tqdm.auto import tqdm
 
     from rewardlab.data.rows import iter_rows
-    from rewardlab.scoring import RewardModel
+    from rewardlab.scoring import ScoringError, load_scorer
 
     rows = iter_rows(args.input)
     first = next(rows, None)  # a missing or malformed input fails here, before the model loads
     if first is None:
         raise DataError(f"{args.input}: no rows to score")
     with replaced_on_success(Path(args.output)) as out:
-        model = RewardModel.load(args.model, args.max_length, args.token_budget)
+        model = load_scorer(args.model, args.max_length, args.token_budget, reward=args.ensemble_reward,
+                            std_weight=args.std_weight)
+        if args.members and not hasattr(model, "score_members"):
+            raise ScoringError(f"--members: {args.model} is one model, not an ensemble (no ensemble.json)")
         set_reward_weights(model, args.reward_weights)
         if args.normalize:
             model.normalize([])  # fail before scoring anything when the model has no statistics
@@ -151,6 +207,8 @@ def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
     from rewardlab.scoring import ScoringError
 
     sequences = [_row_sequences(model, row, origin, args.best_of_n) for row, origin in chunk]
+    if hasattr(model, "score_members"):
+        return _score_ensemble_chunk(model, chunk, sequences, args, out)
     outputs = model.score_ids([s for seqs in sequences for s in seqs], attributes=True)
     flat = [model.weighted(o) for o in outputs]
     if args.normalize:
@@ -170,6 +228,32 @@ def _score_chunk(model, chunk: list[tuple[dict, str]], args, out) -> None:
             row["reward"] = rewards[0]
             if model.attributes:  # a multi-attribute model: every attribute, beside the weighted reward
                 row["attributes"] = dict(zip(model.attributes, outputs[start - 1]))
+        out.write(_json_line(row, origin))
+
+
+def _score_ensemble_chunk(model, chunk, sequences: list[list[list[int]]], args, out) -> None:
+    """An ensemble's rows: ``reward`` (the combination), ``reward_mean`` and ``reward_std`` across members, and with
+    ``--members`` every member's reward (``member_rewards``); ``--best-of-n`` keeps the best by the combination."""
+    from rewardlab.scoring import ScoringError
+
+    members = model.member_ids([s for seqs in sequences for s in seqs], normalize=args.normalize)
+    summary = model.summary(members)
+    start = 0
+    for (row, origin), seqs in zip(chunk, sequences):
+        span = range(start, start + len(seqs))
+        start += len(seqs)
+        rewards = [summary["rewards"][i] for i in span]
+        if not all(math.isfinite(members[k][i]) for k in range(len(members)) for i in span):
+            raise ScoringError(f"{origin}: a member gave a non-finite reward; its weights are broken; {args.output} "
+                               "was left as it was")
+        pick = max(span, key=summary["rewards"].__getitem__) if args.best_of_n else span[0]
+        if args.best_of_n:
+            responses = row["responses"]
+            row = {k: v for k, v in row.items() if k != "responses"}
+            row.update(response=responses[pick - span[0]], rewards=rewards)
+        row.update(reward=summary["rewards"][pick], reward_mean=summary["mean"][pick], reward_std=summary["std"][pick])
+        if args.members:
+            row["member_rewards"] = [m[pick] for m in members]
         out.write(_json_line(row, origin))
 
 
@@ -229,12 +313,13 @@ def _text(value, column: str, origin: str, conversation: bool = True):
 
 
 def cmd_serve(args) -> None:
-    from rewardlab.scoring import RewardModel
+    from rewardlab.scoring import load_scorer
     from rewardlab.serve import serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"warning: serving on {args.host} without --api-key: anyone who can reach it can use it", file=sys.stderr)
-    model = RewardModel.load(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code)
+    model = load_scorer(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code,
+                        reward=args.ensemble_reward, std_weight=args.std_weight)
     set_reward_weights(model, args.reward_weights)
     serve(model, args.host, args.port, api_key=args.api_key, max_items=args.max_items, merge=not args.no_merge,
           normalize=args.normalize)
@@ -258,14 +343,15 @@ def cmd_compare(args) -> None:
 def cmd_bench(args) -> None:
     import importlib
 
-    from rewardlab.rewardbench import (DEFAULT_SECTIONS, build_report, load_scorer, load_sections, read_bench,
-                                       score_rows, write_report)
+    from rewardlab.rewardbench import DEFAULT_SECTIONS, build_report, load_sections, read_bench, score_rows, write_report
+    from rewardlab.scoring import load_scorer
 
     for package in ("matplotlib", "scipy"):  # the plots and the calibration: missing, it fails before scoring
         importlib.import_module(package)
     sections = load_sections(args.sections)
     rows = read_bench(args.data, args.subset_column, args.split)  # bad data fails here, before the model loads
-    model = load_scorer(args.model, args.max_length, args.token_budget, args.trust_remote_code)
+    model = load_scorer(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code,
+                        reward=args.ensemble_reward, std_weight=args.std_weight)
     set_reward_weights(model, args.reward_weights)
     results, members = score_rows(model, rows)
     report = build_report(rows, results, sections, members, args.bins)
@@ -277,6 +363,12 @@ def cmd_bench(args) -> None:
         print(f"over max_length={model.max_length}: {cut.truncated_prompt} prompts and {cut.truncated_response} "
               f"responses cut from the left", file=sys.stderr)
     print(f"wrote {output}/report.json, report.md, rows.jsonl and the plots", file=sys.stderr)
+def cmd_average(args) -> None:
+    from rewardlab.averaging import average, member_folders
+
+    folders = member_folders(args.members, args.member)
+    out = average(folders, args.output)
+    print(f"averaged {len(folders)} members ({', '.join(map(str, folders))}) into {out}", file=sys.stderr)
 
 
 def positive_int(text: str) -> int:
@@ -327,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rows hold 'prompt' + 'responses' (a list); keep the best as 'response' with its 'reward' "
                         "(all rewards under 'rewards')")
     p.add_argument("--normalize", action="store_true", help="(reward - mean) / std with the saved statistics")
+    p.add_argument("--members", action="store_true",
+                   help="an ensemble: every member's reward too ('member_rewards'; 'reward_mean' and 'reward_std' "
+                        "are always written)")
     _scoring_options(p)
     p.set_defaults(func=cmd_score)
 
@@ -367,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the Python code a model folder or hub repo ships (auto_map); off by default")
     _scoring_options(p)
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("average", help="average reward models fine-tuned from one initialisation into one (WARM)")
+    p.add_argument("members", nargs="+", help="model folders, or one ensemble folder")
+    p.add_argument("--member", type=int, action="append", metavar="I",
+                   help="of an ensemble folder, only member I (repeatable; one member alone: that member as a plain "
+                        "model folder, LoRA merged)")
+    p.add_argument("--output", required=True, help="the averaged model's folder (new or empty)")
+    p.set_defaults(func=cmd_average)
     return parser
 
 
@@ -389,6 +491,10 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-budget", type=positive_int,
                    help="most padded tokens (rows x longest row) in one forward pass (default: 16384 on a GPU, "
                         "2048 on CPU)")
+    p.add_argument("--ensemble-reward", choices=("mean", "min", "mean_minus_std"),
+                   help="an ensemble: how its members combine (default: its manifest's)")
+    p.add_argument("--std-weight", type=float, metavar="LAMBDA",
+                   help="an ensemble: lambda in mean - lambda * std (default: its manifest's)")
 
 
 # Packages behind optional features: the extra that installs each.

@@ -87,6 +87,9 @@ class ModelSettings:
     # quarter). Each checkpointed layer stores only its input and recomputes its forward in the backward pass.
     gradient_checkpointing: bool | float = bounded(False, at_least=0, at_most=1,
                                                    doc="true, false, or the fraction of the layers to checkpoint")
+    # The seed of a tiny random backbone's weights (tiny-llama, ...; pretrained weights are what they are); null:
+    # `seed`. The members of an ensemble share it, so that they start from one backbone.
+    init_seed: int | None = bounded(None, at_least=0, at_most=2**32 - 1)
 
 
 @dataclass
@@ -147,6 +150,32 @@ class ClipSettings:
     init_bias: float = -10.0
 
 
+ENSEMBLE_REWARDS = ("mean", "min", "mean_minus_std")
+
+
+@dataclass
+class EnsembleSettings:
+    """``rewardlab train RECIPE ensemble.members=N``: N members that differ by seed (head and LoRA initialisation, data
+    order), saved as one ensemble folder (:mod:`rewardlab.ensemble_training`); with ``backbones``, ``members`` per
+    backbone. Scoring reads the combined reward and the members' spread (:class:`rewardlab.ensemble.EnsembleRewardModel`)."""
+
+    members: int = bounded(1, at_least=1, at_most=64, doc="1 with no backbones: one model, no ensemble")
+    # Backbones (as model.name takes them) that replace model.name: `members` members on each. They must share one
+    # tokenizer, since an ensemble encodes a text once for all its members.
+    backbones: list[str] = field(default_factory=list)
+    # The reward scoring gives: the members' mean, their minimum, or mean − std_weight · std (a conservative reward
+    # for RLHF; std is the sample standard deviation across members). Scoring can take others.
+    reward: str = choice("mean", ENSEMBLE_REWARDS)
+    std_weight: float = bounded(1.0, at_least=0, doc="λ in mean − λ·std")
+    # Subtract each member's reward mean (on its evaluation set) before combining: a Bradley–Terry reward is defined
+    # up to a constant, so without it the spread across members measures their offsets, not their disagreement.
+    center_members: bool = True
+
+    @property
+    def size(self) -> int:
+        return self.members * max(1, len(self.backbones))
+
+
 @dataclass
 class Recipe:
     """One training run. Paths are relative to the working directory."""
@@ -160,6 +189,7 @@ class Recipe:
     # regression: the reward is Σ weight · attribute (default: equal weights); scoring can take others.
     reward_weights: list[float] | None = bounded(None, at_least=0)
     model: ModelSettings = field(default_factory=ModelSettings)
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
     loss: LossSettings = field(default_factory=LossSettings)
     contrastive: ContrastiveSettings = field(default_factory=ContrastiveSettings)
     clip: ClipSettings = field(default_factory=ClipSettings)
@@ -384,6 +414,14 @@ def validate(recipe: Recipe) -> None:
                           f"got {recipe.reward_weights}")
     if recipe.save_adapter_only and recipe.model.lora.r == 0:
         raise RecipeError("recipe key 'save_adapter_only' needs LoRA: set model.lora.r > 0")
+    ensemble = recipe.ensemble
+    if ensemble.size > 1 and recipe.objective in ("simcse", "clip", "siglip"):
+        raise RecipeError(f"recipe key 'ensemble': ensembles are of reward models; objective {recipe.objective} "
+                          "trains an embedding model (choose one of: bradley_terry, plackett_luce, regression, odin)")
+    twice = sorted({b for b in ensemble.backbones if ensemble.backbones.count(b) > 1})
+    if twice:
+        raise RecipeError(f"recipe key 'ensemble.backbones' lists {twice[0]} twice; for several members on one "
+                          "backbone set ensemble.members")
 
 
 def to_dict(recipe: Recipe) -> dict:

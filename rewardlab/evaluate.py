@@ -69,6 +69,28 @@ def evaluation(examples: list, outputs: list[list], reward=None, attributes: lis
     return metrics
 
 
+def ensemble_evaluation(examples: list, members: list[list[float]], combine, bins: int = 10) -> dict:
+    """:func:`evaluation` of an ensemble's combined reward, plus, under ``ensemble``, the statistics of
+    :func:`rewardlab.uncertainty.uncertainty_report` over its members' comparisons: accuracy of the mean and of
+    each member, disagreement, error rates on the most and least uncertain pairs, calibration.
+
+    ``members``: [members][responses], every example's responses in order; ``combine`` maps it to one reward each."""
+    from rewardlab.uncertainty import uncertainty_report
+
+    def per_example(rewards: list[float]) -> list[list[float]]:
+        out, start = [], 0
+        for example in examples:
+            out.append(rewards[start : start + len(example.responses)])
+            start += len(example.responses)
+        return out
+
+    metrics = evaluation(examples, per_example(combine(members)))
+    if "pairs" in metrics:
+        sides = [comparisons(examples, per_example(rewards)) for rewards in members]
+        metrics["ensemble"] = uncertainty_report([c for c, _ in sides], [r for _, r in sides], bins)
+    return metrics
+
+
 def response_metrics(rewards: list[float], lengths: list[int]) -> dict:
     """Over every response: ``reward_mean`` / ``reward_std`` (the statistics saved for normalisation) and
     ``length_correlation``, the Pearson correlation of reward with response length in tokens."""

@@ -18,8 +18,9 @@ its subsets that are in the data (weights from a YAML file, RewardBench's by def
 and a section with none of its subsets has no score. The overall score is the mean of the section scores (as
 RewardBench's), beside the accuracy over every row. Subsets in no section are reported on their own.
 
-The model is anything with ``.score(prompts, responses) -> list[float]`` (:func:`load_scorer` gives a
-:class:`~rewardlab.scoring.RewardModel`); one that also has ``.score_members(prompts, responses) -> [members][n]``
+The model is anything with ``.score(prompts, responses) -> list[float]`` (:func:`rewardlab.scoring.load_scorer`
+gives a :class:`~rewardlab.scoring.RewardModel`, or for an ensemble folder an
+:class:`~rewardlab.ensemble.EnsembleRewardModel`); one that also has ``.score_members(prompts, responses) -> [members][n]``
 (an ensemble) gets the statistics of :mod:`rewardlab.uncertainty` on the v1 pairs as well.
 """
 
@@ -55,14 +56,6 @@ class BenchRow:
     version: int  # 1: RewardBench v1 (a pair), 2: RewardBench 2 (best-of-k)
     origin: str
     id: object = None
-
-
-def load_scorer(path: str, max_length: int | None = None, token_budget: int | None = None,
-                trust_remote_code: bool = False):
-    """The model the bench scores with: the one place it is loaded."""
-    from rewardlab.scoring import RewardModel
-
-    return RewardModel.load(path, max_length, token_budget, trust_remote_code=trust_remote_code)
 
 
 # Reading

@@ -4,11 +4,13 @@ Example::
 
     from trl import GRPOConfig, GRPOTrainer
     from rewardlab.rlhf import RewardFunction
-    from rewardlab.scoring import RewardModel
 
-    reward = RewardFunction(RewardModel.load("runs/quickstart"))  # in this process
+    reward = RewardFunction.load("runs/quickstart")               # in this process (a model or an ensemble folder)
     reward = RewardFunction.remote("http://127.0.0.1:8000")       # or through a running `rewardlab serve`
     trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=GRPOConfig(...), train_dataset=prompts)
+
+An ensemble folder gives its combined reward (``reward: mean_minus_std`` in its manifest, or ``reward=`` here: a
+conservative reward against over-optimisation).
 
 TRL calls it with the prompts and completions (plain strings, or lists of messages for conversational datasets,
 rendered with the reward model's chat template) and logs its rewards as ``rewards/<__name__>/mean``.
@@ -25,7 +27,7 @@ import json
 import urllib.error
 import urllib.request
 
-from rewardlab.scoring import RewardModel, ScoringError, Text
+from rewardlab.scoring import RewardModel, ScoringError, Text, load_scorer
 
 
 class RemoteRewardModel:
@@ -59,6 +61,12 @@ class RewardFunction:
 
     def __init__(self, reward_model: RewardModel | RemoteRewardModel, normalize: bool = False, name: str = "rewardlab"):
         self.reward_model, self.normalize, self.__name__ = reward_model, normalize, name
+
+    @classmethod
+    def load(cls, path: str, normalize: bool = False, name: str = "rewardlab", **options):
+        """Backed by the model or ensemble folder at ``path`` (:func:`rewardlab.scoring.load_scorer`; ``options`` go
+        to it: ``reward``, ``std_weight``, ``device``, ...)."""
+        return cls(load_scorer(path, **options), normalize, name)
 
     @classmethod
     def remote(cls, url: str, api_key: str | None = None, normalize: bool = False, name: str = "rewardlab"):

@@ -26,7 +26,7 @@ BATCHING = {"cuda": (16384, 0.5), "cpu": (2048, 0.9)}
 
 ScoringError = EncodingError  # an input that cannot be scored; the message says why
 
-__all__ = ["RewardModel", "ScoringError", "Text", "is_messages", "load_reward_model"]
+__all__ = ["RewardModel", "ScoringError", "Text", "is_messages", "load_reward_model", "load_scorer"]
 
 
 def load_reward_model(path_or_id: str, dtype: torch.dtype | str = "auto", trust_remote_code: bool = False):
@@ -212,3 +212,21 @@ class RewardModel:
             raise ScoringError(f"{self.name} rates no attributes (it was not trained with objective regression)")
         outputs = self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)], attributes=True)
         return [dict(zip(self.attributes, o)) | {"reward": self.weighted(o)} for o in outputs]
+
+
+def load_scorer(path_or_id: str, max_length: int | None = None, token_budget: int | None = None,
+                device: str | None = None, trust_remote_code: bool = False, reward: str | None = None,
+                std_weight: float | None = None) -> RewardModel:
+    """What scores with the model at ``path_or_id``: an :class:`~rewardlab.ensemble.EnsembleRewardModel` for an
+    ensemble folder (``ensemble.json``; ``reward`` and ``std_weight`` override how its members combine), else a
+    :class:`RewardModel` (see :meth:`RewardModel.load`)."""
+    from rewardlab.ensemble import EnsembleRewardModel, is_ensemble
+
+    if is_ensemble(path_or_id):
+        return EnsembleRewardModel.load(path_or_id, max_length, token_budget, device, trust_remote_code, reward,
+                                        std_weight)
+    if reward is not None or std_weight is not None:
+        raise ScoringError(f"{path_or_id} is one model, not an ensemble (no ensemble.json): there are no members to "
+                           f"combine (--ensemble-reward, --std-weight)")
+    return RewardModel.load(path_or_id, max_length, token_budget, device=device, trust_remote_code=trust_remote_code)
+

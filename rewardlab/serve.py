@@ -2,7 +2,9 @@
 
 - ``POST /score`` ``{"prompts": [...], "responses": [...]}`` → ``{"rewards": [...]}``; prompts and responses are
   strings or lists of ``{role, content}`` messages (as :meth:`RewardModel.score` takes them); an optional
-  ``"normalize": true/false`` overrides the server's default.
+  ``"normalize": true/false`` overrides the server's default. An ensemble (:mod:`rewardlab.ensemble`) also answers
+  ``"uncertainty"``: the members' standard deviation per response, and with ``"members": true`` every member's
+  rewards (``[members][n]``); ``rewards`` is their combination.
 - ``POST /get_reward`` ``{"query": [...]}`` → ``{"rewards": [...]}``: the remote reward-model protocol of OpenRLHF
   (``--remote_rm_url http://HOST:PORT/get_reward``); each query is a whole text, prompt and response joined.
 - ``GET /health`` → ``{"status": "ok", ...}`` (no key needed).
@@ -59,6 +61,7 @@ class ScoreRequest(BaseModel):
     prompts: list[str | list[Message]] = Field(min_length=1)  # [] is a conversation with no prompt before the reply
     responses: list[str | Annotated[list[Message], Field(min_length=1)]] = Field(min_length=1)
     normalize: bool | None = None
+    members: bool = False
 
     @model_validator(mode="after")
     def same_length(self):
@@ -95,6 +98,9 @@ class Batcher:
 
     def __init__(self, reward_model: RewardModel, merge: bool = True):
         self.reward_model, self.merge = reward_model, merge
+        # an ensemble's pass gives every member's reward of each sequence, combined per request
+        members = getattr(reward_model, "forward_members", None)
+        self.run = (lambda sequences: list(zip(*members(sequences)))) if members else None
         self._loop = self._queue = self._worker = None
 
     async def score(self, sequences: list[list[int]]) -> list[float]:
@@ -117,7 +123,8 @@ class Batcher:
             batch = set(next(b for b in self.reward_model.batches(lengths) if 0 in b))
             served = [waiting[k] for k in sorted(batch)]
             try:
-                rewards = await asyncio.to_thread(self.reward_model.forward, [job.sequences[i] for job, i in served])
+                rewards = await asyncio.to_thread(self.run or self.reward_model.forward,
+                                                  [job.sequences[i] for job, i in served])
             except Exception as e:
                 for job, _ in served:
                     if not job.future.done():
@@ -147,6 +154,7 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
     if normalize:
         reward_model.normalize([])  # fail at start-up, not at the first request, when there are no statistics
     batcher = Batcher(reward_model, merge)
+    ensemble = hasattr(reward_model, "forward_members")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -207,26 +215,38 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
                 raise HTTPException(422, f"item {i}: {e}") from None
         return sequences
 
-    async def rewards_of(request: Request, encode, items, normalize_now: bool) -> dict:
+    async def rewards_of(request: Request, encode, items, normalize_now: bool, details: bool = False,
+                         members: bool = False) -> dict:
         if normalize_now:
             try:
                 reward_model.normalize([])  # the statistics exist
             except ScoringError as e:
                 raise HTTPException(422, str(e)) from None
+        if members and not ensemble:
+            raise HTTPException(422, f"members: {reward_model.name} is one model, not an ensemble")
         sequences = await asyncio.to_thread(encode_all, encode, items)  # off the event loop: big bodies take seconds
         rewards = await unless_disconnected(request, batcher.score(sequences))
-        rewards = reward_model.normalize(rewards) if normalize_now else rewards
+        answer = {}
+        if ensemble:  # per sequence, every member's reward
+            summary = reward_model.summary(reward_model.adjust([list(m) for m in zip(*rewards)], normalize_now),
+                                           with_members=members)
+            rewards = summary["rewards"]
+            if details:
+                answer = {"uncertainty": summary["std"]} | ({"members": summary["members"]} if members else {})
+        else:
+            rewards = reward_model.normalize(rewards) if normalize_now else rewards
         bad = [i for i, r in enumerate(rewards) if not math.isfinite(r)]
         if bad:
             raise HTTPException(500, f"the model gave a non-finite reward ({rewards[bad[0]]}) to {len(bad)} of "
                                      f"{len(rewards)} items (first: item {bad[0]}); the model is numerically broken "
                                      f"on these inputs (e.g. an overflow in half precision), the request is fine")
-        return {"rewards": rewards}
+        return {"rewards": rewards} | answer
 
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": reward_model.name, "max_length": reward_model.max_length,
-                "token_budget": reward_model.token_budget, "merge": merge}
+                "token_budget": reward_model.token_budget, "merge": merge} | (
+                    {"members": reward_model.size, "reward": reward_model.reward} if ensemble else {})
 
     @app.post("/score", dependencies=[Depends(authorize)])
     async def score(request: Request):
@@ -234,7 +254,8 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
         check_items(len(body.prompts))
         items = [(plain(p), plain(r)) for p, r in zip(body.prompts, body.responses)]
         normalize_now = normalize if body.normalize is None else body.normalize
-        return await rewards_of(request, reward_model.encode, items, normalize_now)
+        return await rewards_of(request, reward_model.encode, items, normalize_now, details=True,
+                                members=body.members)
 
     @app.post("/get_reward", dependencies=[Depends(authorize)])
     async def get_reward(request: Request):

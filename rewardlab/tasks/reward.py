@@ -80,6 +80,8 @@ class RewardTask:
             backbone.model.config.id2label = dict(enumerate(self.attributes))
             backbone.model.config.label2id = {a: i for i, a in enumerate(self.attributes)}
         self.tokenizer = backbone.tokenizer
+        # What the model started from, so that weight averaging can check its members share it (rewardlab average).
+        self.initial_backbone = {"name": recipe.model.name, "fingerprint": backbone.fingerprint}
         self.model = RewardModule(backbone.model, backbone.encoder)
         trainable, total = trainable_parameters(self.model)
         log(f"model {recipe.model.name}: {trainable:,} of {total:,} parameters trained "
@@ -160,7 +162,7 @@ class RewardTask:
         metrics = info["metrics"]
         info = {"reward_mean": metrics["reward_mean"], "reward_std": metrics["reward_std"],
                 "max_length": self.recipe.max_length, "encoder": model.encoder, "layout": self.layout,
-                "encoding": self.policy.to_dict(), **info}
+                "encoding": self.policy.to_dict(), "initial_backbone": self.initial_backbone, **info}
         if self.attributes:
             info |= {"attributes": self.attributes, "reward_weights": self.weights.tolist()}
         save_reward_model(model.model, self.tokenizer, output_dir, to_dict(self.recipe), info,
