@@ -87,6 +87,10 @@ class ModelSettings:
     # quarter). Each checkpointed layer stores only its input and recomputes its forward in the backward pass.
     gradient_checkpointing: bool | float = bounded(False, at_least=0, at_most=1,
                                                    doc="true, false, or the fraction of the layers to checkpoint")
+    # How packed and prefix-shared rows attend: blocks (each block of a row on its own, masked blocks never
+    # computed; rewardlab/attention.py), dense (the whole mask to the model's attention), auto (blocks where the
+    # model computes them exactly, else dense, said in the log).
+    attention: str = choice("auto", ("auto", "dense", "blocks"))
 
 
 @dataclass
