@@ -307,7 +307,12 @@ def probe_attention(module: RewardModule) -> tuple[str, str]:
     name, current = type(classifier).__name__, classifier.config._attn_implementation
     if current not in ("sdpa", IMPLEMENTATION):
         return "dense", f"{name} attends with {current}, not sdpa"
-    classifier.set_attn_implementation(IMPLEMENTATION)
+    try:
+        classifier.set_attn_implementation(IMPLEMENTATION)
+    except (ValueError, KeyError, NotImplementedError) as e:  # a model that takes no registered implementation
+        return "dense", f"{name} takes no custom attention function ({str(e)[:120]})"
+    if classifier.config._attn_implementation != IMPLEMENTATION:  # transformers only warns
+        return "dense", f"{name} does not attend through transformers' AttentionInterface"
     problems: dict[str, list[str]] = {}
     for layout, problem in _probe_all(module, dense_mask=False, blocks=True):
         if problem:

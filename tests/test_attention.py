@@ -199,3 +199,12 @@ def test_training_logs_the_attention(tmp_path, capsys):
         train(recipe)
         captured = capsys.readouterr()
         assert said in captured.out + captured.err
+
+
+def test_the_recipe_key_is_bounded():
+    from rewardlab.config import RecipeError, load_recipe
+
+    with pytest.raises(RecipeError, match="recipe key 'model.attention': 'flash' is not allowed; choose one of: "
+                                          "auto, dense, blocks"):
+        load_recipe(None, ["model.attention=flash"])
+    assert load_recipe(None, []).model.attention == "auto"
