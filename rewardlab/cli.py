@@ -68,7 +68,7 @@ def cmd_eval(args) -> None:
 
     from rewardlab.evaluate import comparisons, evaluation, format_metrics, plot_rewards, score_examples
     from rewardlab.scoring import RewardModel
-    from rewardlab.tasks.reward import load_pairs, make_collator, resolve_layout
+    from rewardlab.tasks.reward import load_pairs, make_collator, resolve_attention, resolve_layout
 
     def log(message):
         print(message, file=sys.stderr)
@@ -77,9 +77,11 @@ def cmd_eval(args) -> None:
 
     if is_ensemble(args.model):
         return _eval_ensemble(args, log)
-    reward_model = RewardModel.load(args.model, args.max_length)
+    reward_model = RewardModel.load(args.model, args.max_length, attention=args.attention)
     layout, note = resolve_layout(args.layout, reward_model.module, key="--layout")
-    log(f"{args.model}: layout {layout}" + (f" ({note})" if note else "") + f", max_length {reward_model.max_length}")
+    attention = resolve_attention(reward_model.module, key="--attention") if layout != "padded" else "padded rows"
+    log(f"{args.model}: layout {layout}" + (f" ({note})" if note else "") + f", attention: {attention}"
+        + f", max_length {reward_model.max_length}")
     collate = make_collator(layout, reward_model.module)
     results = {}
     for path in args.data:
@@ -406,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=positive_int, help="default: the length the model was trained with, else 512")
     p.add_argument("--layout", default="auto", choices=("auto", "padded", "packed", "prefix_shared"),
                    help="how pairs become rows (as in training; default: auto, the fastest exact one)")
+    p.add_argument("--attention", default="auto", choices=("auto", "dense", "blocks"),
+                   help="how packed rows attend (as in training; default: auto, blocks where exact)")
     p.add_argument("--pooling", choices=("cls", "mean", "last"),
                    help="STS: sentence embedding pooling (default: the saved model's, else mean for encoders and "
                         "last for causal LMs)")

@@ -90,6 +90,10 @@ class ModelSettings:
     # The seed of a tiny random backbone's weights (tiny-llama, ...; pretrained weights are what they are); null:
     # `seed`. The members of an ensemble share it, so that they start from one backbone.
     init_seed: int | None = bounded(None, at_least=0, at_most=2**32 - 1)
+    # How packed and prefix-shared rows attend: blocks (each block of a row on its own, masked blocks never
+    # computed; rewardlab/attention.py), dense (the whole mask to the model's attention), auto (blocks where the
+    # model computes them exactly, else dense, said in the log).
+    attention: str = choice("auto", ("auto", "dense", "blocks"))
 
 
 @dataclass

@@ -9,6 +9,10 @@ in every batch layout. The only place a reward is read, for training, evaluation
 Which layouts a model supports is a capability, decided when it is first needed (:func:`probe_layouts`): a packed
 and a prefix-shared probe batch must give the padded path's hidden states and rewards. Models whose attention does
 not honour an explicit mask or position ids (DeBERTa, ModernBERT, flash attention) get ``padded``, and say why.
+
+How packed rows attend is decided the same way (:func:`probe_attention`): ``blocks`` (:mod:`rewardlab.attention`,
+each block of a row on its own) where the model's SDPA attention can be replaced and gives the padded path's
+results, else ``dense`` (the whole (s, s) mask to the model's attention), with the reason.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ import inspect
 import torch
 from torch import nn
 
+from rewardlab.attention import BLOCKS_KWARG, IMPLEMENTATION, AttentionBlocks
 from rewardlab.data.collate import PackedCollator, PadCollator, PairBatch, attention_mask, pad_sequences, reward_token
 from rewardlab.data.encode import EncodedPair
 
 LAYOUTS = ("padded", "packed", "prefix_shared")
+ATTENTION = ("auto", "dense", "blocks")
 
 
 def _unwrapped(module: nn.Module) -> nn.Module:
@@ -111,16 +117,22 @@ class RewardModule(nn.Module):
     Args:
         model: a transformers ``...ForSequenceClassification`` with one output, possibly wrapped by peft.
         encoder: True for bidirectional encoders (reward at the first token), False for causal LMs.
+        attention: how packed rows attend: ``blocks`` (each block of a row on its own, :mod:`rewardlab.attention`),
+            ``dense`` (the whole mask to the model's attention) or ``auto`` (blocks where the model computes them
+            exactly; see :meth:`attention`).
 
     One forward is also what data parallelism (DDP) needs to synchronise gradients.
     """
 
-    def __init__(self, model: nn.Module, encoder: bool):
+    def __init__(self, model: nn.Module, encoder: bool, attention: str = "auto"):
         super().__init__()
-        self.model, self.encoder = model, encoder
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, not {attention!r}")
+        self.model, self.encoder, self.wanted_attention = model, encoder, attention
         # The model's layer classes, for FSDP's transformer-based wrapping (one shard group per layer).
         self._no_split_modules = getattr(self.classifier, "_no_split_modules", None) or []
         self._layouts: tuple[tuple[str, ...], str] | None = None
+        self._attention: tuple[str, str] | None = None
 
     @property
     def classifier(self) -> nn.Module:
@@ -142,29 +154,50 @@ class RewardModule(nn.Module):
     def layouts(self) -> tuple[tuple[str, ...], str]:
         """(the layouts this model computes exactly, why it is limited to ``padded`` or ''), probed once."""
         if self._layouts is None:
+            self.attention()
             self._layouts = probe_layouts(self)
         return self._layouts
+
+    def attention(self) -> tuple[str, str]:
+        """(``blocks`` or ``dense``: how packed rows attend, why not ``blocks`` or ''), probed once."""
+        if self._attention is None:
+            self._attention = ("dense", "asked for") if self.wanted_attention == "dense" else probe_attention(self)
+        return self._attention
 
     def forward(self, batch: PairBatch) -> torch.Tensor:
         if batch.position_ids is None:
             return self.padded(batch.input_ids, batch.attention_mask)
-        return self.packed(batch.input_ids, batch.attention_mask, batch.position_ids, batch.score_index)
+        return self.packed(batch.input_ids, batch.attention_mask, batch.position_ids, batch.score_index,
+                           batch.blocks)
 
     def padded(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(n,) rewards of n right-padded rows, through the model's own head (so plain transformers agrees)."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
 
-    def packed(self, input_ids: torch.Tensor, allowed: torch.Tensor, position_ids: torch.Tensor,
-               score_index: torch.Tensor) -> torch.Tensor:
+    def packed(self, input_ids: torch.Tensor, allowed: torch.Tensor | None, position_ids: torch.Tensor,
+               score_index: torch.Tensor, blocks: torch.Tensor | None = None) -> torch.Tensor:
         """Rewards at the flat positions ``score_index`` of packed rows: ``allowed`` (r, 1, s, s) booleans say which
-        key each query sees, ``position_ids`` (r, s) restart per sequence."""
-        return self.head(self.packed_states(input_ids, allowed, position_ids)[score_index])
+        key each query sees, ``blocks`` (k, 5) the same as attention blocks (read when the model attends by blocks:
+        :meth:`attention`), ``position_ids`` (r, s) restart per sequence."""
+        by_blocks = blocks is not None and self.attention()[0] == "blocks"
+        if allowed is None and not by_blocks:
+            raise ValueError("a batch without its attention mask (collated for block attention) reached a model that "
+                             f"attends densely ({self.attention()[1]})")
+        blocks = AttentionBlocks.of(blocks, input_ids, causal=not self.encoder) if by_blocks else None
+        return self.head(self.packed_states(input_ids, allowed, position_ids, blocks)[score_index])
 
-    def packed_states(self, input_ids: torch.Tensor, allowed: torch.Tensor, position_ids: torch.Tensor):
-        """(r·s, d) last hidden states of packed rows."""
-        masks = packed_masks(self.classifier.config, allowed, position_ids, self.encoder, self.dtype)
+    def packed_states(self, input_ids: torch.Tensor, allowed: torch.Tensor | None, position_ids: torch.Tensor,
+                      blocks: AttentionBlocks | None = None):
+        """(r·s, d) last hidden states of packed rows; by ``blocks`` when given, else by the dense mask."""
+        if blocks is None:
+            extra = {"attention_mask": packed_masks(self.classifier.config, allowed, position_ids, self.encoder,
+                                                    self.dtype)}
+        else:  # a 4-D mask is taken as given, so transformers builds none; the block attention does not read it
+            rows, width = input_ids.shape
+            placeholder = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=input_ids.device).expand(rows, 1, width, width)
+            extra = {"attention_mask": placeholder, BLOCKS_KWARG: blocks}
         hidden = self.classifier.base_model(
-            input_ids=input_ids, attention_mask=masks, position_ids=position_ids + position_offset(self.classifier)
+            input_ids=input_ids, position_ids=position_ids + position_offset(self.classifier), **extra
         ).last_hidden_state
         return hidden.reshape(-1, hidden.shape[-1])
 
@@ -225,20 +258,19 @@ def _probe_pairs(vocab_size: int, avoid: set[int]) -> list[EncodedPair]:
     return [EncodedPair(take(5), take(3), take(2)), EncodedPair(take(2), take(4), take(1))]
 
 
-def probe_layouts(module: RewardModule) -> tuple[tuple[str, ...], str]:
-    """Which layouts give the padded path's results on this model: a probe batch in each, compared on the hidden
-    states of the reward tokens (relative error, 1e-4 in fp32, 3e-2 in 16-bit) and on the rewards. Returns
-    (layouts, the reason the others were left out, or '')."""
+def _probe_all(module: RewardModule, dense_mask: bool, blocks: bool) -> list[tuple[str, str]]:
+    """(layout, what went wrong or '') for each packed layout's probe batch against the padded path: hidden states of
+    the reward tokens (relative error, 1e-4 in fp32, 3e-2 in 16-bit) and rewards; by blocks when ``blocks``."""
     classifier = module.classifier
     tokenizer_specials = {t for t in (classifier.config.pad_token_id, getattr(classifier.config, "bos_token_id", None),
                                       getattr(classifier.config, "eos_token_id", None)) if isinstance(t, int)}
     pairs = _probe_pairs(classifier.get_input_embeddings().weight.shape[0], tokenizer_specials | {0, 1, 2, 3})
     tolerance = 1e-4 if module.dtype == torch.float32 else 3e-2
-    candidates = [("packed", PackedCollator(module.pad_token_id, module.encoder, share_prompt=False))]
-    if not module.encoder:
-        candidates.append(("prefix_shared", PackedCollator(module.pad_token_id, False, share_prompt=True)))
+    collate = lambda share: PackedCollator(module.pad_token_id, module.encoder, share, dense_mask=dense_mask)  # noqa: E731
+    candidates = [("packed", collate(False))] + ([] if module.encoder else [("prefix_shared", collate(True))])
     was_training = module.training
     module.eval()
+    results = []
     try:
         with torch.no_grad():
             padded = PadCollator(module.pad_token_id, module.encoder)(pairs).to(module.device)
@@ -246,27 +278,63 @@ def probe_layouts(module: RewardModule) -> tuple[tuple[str, ...], str]:
                                            attention_mask=padded.attention_mask).last_hidden_state
             reference = hidden.reshape(-1, hidden.shape[-1])[padded.score_index]
             reference_rewards = module.padded(padded.input_ids, padded.attention_mask)
-            supported, reasons = ["padded"], []
-            for name, collate in candidates:
-                problem = _probe(module, collate(pairs).to(module.device), reference, reference_rewards, tolerance)
-                if problem:
-                    reasons.append(f"{name}: {problem}")
-                else:
-                    supported.append(name)
+            for name, collator in candidates:
+                batch = collator(pairs).to(module.device)
+                attention = AttentionBlocks.of(batch.blocks, batch.input_ids, not module.encoder) if blocks else None
+                problem = _probe(module, batch, reference, reference_rewards, tolerance, attention)
+                if not problem and attention is not None and attention.calls == 0:
+                    problem = f"{type(classifier).__name__} does not pass the blocks to its attention function"
+                results.append((name, problem))
     finally:
         module.train(was_training)
-    return tuple(supported), "; ".join(reasons)
+    return results
+
+
+def probe_layouts(module: RewardModule) -> tuple[tuple[str, ...], str]:
+    """Which layouts give the padded path's results on this model, in the way it attends (:func:`probe_attention`).
+    Returns (layouts, the reason the others were left out, or '')."""
+    blocks = module.attention()[0] == "blocks"
+    results = _probe_all(module, dense_mask=not blocks, blocks=blocks)
+    supported = ["padded"] + [name for name, problem in results if not problem]
+    return tuple(supported), "; ".join(f"{name}: {problem}" for name, problem in results if problem)
+
+
+def probe_attention(module: RewardModule) -> tuple[str, str]:
+    """``blocks`` where the model's attention is transformers' SDPA (what block attention replaces) and, switched to
+    :data:`rewardlab.attention.IMPLEMENTATION`, every packed layout's probe batch reaches it and gives the padded
+    path's results; else ``dense`` (the model switched back), with the reason."""
+    classifier = module.classifier
+    name, current = type(classifier).__name__, classifier.config._attn_implementation
+    if current not in ("sdpa", IMPLEMENTATION):
+        return "dense", f"{name} attends with {current}, not sdpa"
+    try:
+        classifier.set_attn_implementation(IMPLEMENTATION)
+    except (ValueError, KeyError, NotImplementedError) as e:  # a model that takes no registered implementation
+        return "dense", f"{name} takes no custom attention function ({str(e)[:120]})"
+    if classifier.config._attn_implementation != IMPLEMENTATION:  # transformers only warns
+        return "dense", f"{name} does not attend through transformers' AttentionInterface"
+    problems: dict[str, list[str]] = {}
+    for layout, problem in _probe_all(module, dense_mask=False, blocks=True):
+        if problem:
+            problems.setdefault(problem, []).append(layout)
+    if problems:
+        classifier.set_attn_implementation("sdpa")  # what it attended with (a second probe finds IMPLEMENTATION)
+        return "dense", "; ".join(f"{', '.join(layouts)}: {problem}" for problem, layouts in problems.items())
+    return "blocks", ""
 
 
 def _probe(module: RewardModule, batch: PairBatch, reference: torch.Tensor, reference_rewards: torch.Tensor,
-           tolerance: float) -> str:
-    """'' when ``batch`` gives the reference hidden states and rewards, else what went wrong."""
+           tolerance: float, blocks: AttentionBlocks | None = None) -> str:
+    """'' when ``batch`` gives the reference hidden states and rewards (by ``blocks`` when given), else what went
+    wrong."""
     classifier = module.classifier
     try:
-        states = module.packed_states(batch.input_ids, batch.attention_mask, batch.position_ids)[batch.score_index]
+        states = module.packed_states(batch.input_ids, batch.attention_mask, batch.position_ids, blocks)
+        states = states[batch.score_index]
         rewards = module.head(states)
-    except Exception as e:  # an attention that cannot take a 4-D mask, an unknown head: not this layout
-        return f"{type(classifier).__name__} fails on an explicit attention mask ({type(e).__name__}: {str(e)[:120]})"
+    except Exception as e:  # an attention that cannot take a 4-D mask (or blocks), an unknown head: not this layout
+        how = "block attention" if blocks is not None else "an explicit attention mask"
+        return f"{type(classifier).__name__} fails on {how} ({type(e).__name__}: {str(e)[:120]})"
     error = ((states.float() - reference.float()).norm() / reference.float().norm().clamp(min=1e-12)).item()
     if not error <= tolerance:
         return (f"{type(classifier).__name__} does not honour an explicit attention mask and position ids "

@@ -52,6 +52,8 @@ class RewardModel:
         max_length: tokens per sequence; default ``info["max_length"]``, else 512.
         token_budget: most padded tokens (rows × longest row) in one forward pass; default 16384 on a GPU, 2048 on
             CPU. (The share of real tokens a batch must hold, ``min_fill``, is 0.5 on a GPU, 0.9 on CPU.)
+        attention: how packed rows attend (``auto``, ``dense``, ``blocks``: :class:`RewardModule`), for evaluation
+            in the packed layouts; scoring itself is padded or runs on the prompt's KV cache.
 
     Example::
 
@@ -61,8 +63,8 @@ class RewardModel:
     """
 
     def __init__(self, model, tokenizer, encoder: bool, info: dict | None = None, max_length: int | None = None,
-                 token_budget: int | None = None):
-        self.module = model if isinstance(model, RewardModule) else RewardModule(model, encoder)
+                 token_budget: int | None = None, attention: str = "auto"):
+        self.module = model if isinstance(model, RewardModule) else RewardModule(model, encoder, attention)
         config = self.module.classifier.config
         self.info = info or {}
         # A multi-attribute model (objective regression): one output per attribute, the reward their weighted sum.
@@ -85,13 +87,13 @@ class RewardModel:
 
     @classmethod
     def load(cls, path_or_id: str, max_length: int | None = None, token_budget: int | None = None,
-             device: str | None = None, trust_remote_code: bool = False) -> RewardModel:
+             device: str | None = None, trust_remote_code: bool = False, attention: str = "auto") -> RewardModel:
         """A rewardlab output folder, an offline backbone name, or any Hugging Face sequence-classification reward
         model (folder or hub id), on ``device`` (default: cuda when available, else cpu); safetensors weights only,
         and the model's own code only with ``trust_remote_code``."""
         model, tokenizer, encoder, info = load_reward_model(path_or_id, trust_remote_code=trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.to(device), tokenizer, encoder, info, max_length, token_budget)
+        return cls(model.to(device), tokenizer, encoder, info, max_length, token_budget, attention)
 
     @property
     def model(self):

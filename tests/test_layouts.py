@@ -96,10 +96,12 @@ def test_checkpointing_a_fraction_of_the_layers_recomputes_those_only_and_keeps_
         model = load_backbone(ModelSettings(name="tiny-llama", gradient_checkpointing=fraction), seed=0).model.train()
         layers = model.model.layers
         assert [layer.gradient_checkpointing for layer in layers] == [fraction > 0, False]
+        module = RewardModule(model, False)
+        assert module.attention() == ("blocks", "")  # probed before counting (the probe runs forward passes)
         counts = [0, 0]
         for i, layer in enumerate(layers):
             layer.mlp.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
-        RewardModule(model, False)(batch).square().sum().backward()
+        module(batch).square().sum().backward()
         calls[fraction] = counts
         grads[fraction] = {n: p.grad for n, p in model.named_parameters()}
     assert calls == {0.0: [1, 1], 0.5: [2, 1]}

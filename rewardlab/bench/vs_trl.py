@@ -102,7 +102,8 @@ def run_rewardlab(spec: dict) -> dict:
         "model.lora.dropout=0", f"model.gradient_checkpointing={spec['gradient_checkpointing']}",
         f"train_data={spec['data']}", "eval_data=null", f"max_length={spec['max_length']}",
         f"batch_size={spec['batch_size']}", f"max_steps={spec['steps']}", f"learning_rate={spec['lr']}",
-        "warmup_ratio=0", "logging_steps=1", f"seed={spec['seed']}", f"layout={spec['layout']}", f"output_dir={out}",
+        "warmup_ratio=0", "logging_steps=1", f"seed={spec['seed']}", f"layout={spec['layout']}",
+        f"model.attention={spec['attention']}", f"output_dir={out}",
     ])
     train(recipe)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -125,7 +126,7 @@ def profile_step(spec: dict, rate: float) -> None:
     from rewardlab.tasks.reward import make_collator, resolve_layout
 
     backbone, pairs = prepare(spec)
-    scorer = RewardModule(backbone.model, backbone.encoder).train()
+    scorer = RewardModule(backbone.model, backbone.encoder, spec["attention"]).train()
     layout, _ = resolve_layout(spec["layout"], scorer)
     collate = make_collator(layout, scorer)
     optimizer = torch.optim.AdamW([p for p in scorer.parameters() if p.requires_grad], lr=spec["lr"])
@@ -205,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layout", default="auto", help="rewardlab's layout (auto, padded, packed, prefix_shared)")
+    parser.add_argument("--attention", default="auto", choices=("auto", "dense", "blocks"),
+                        help="rewardlab's model.attention")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--gradient-checkpointing", type=float, default=0.0,
                         help="rewardlab's model.gradient_checkpointing: the fraction of layers checkpointed")
@@ -241,7 +244,7 @@ def report(spec, results, rate, flops, tokens, tolerance) -> int:
     steps = spec["steps"]
     print(f"\n{spec['model']} {'LoRA r=' + str(spec['lora_r']) if spec['lora_r'] else 'full fine-tuning'}, "
           f"{spec['batch_size']} pairs a step, {steps} steps, max_length {spec['max_length']}, fp32, "
-          f"rewardlab layout {spec['layout']}, gradient checkpointing on {spec['gradient_checkpointing']:.0%} of the "
+          f"rewardlab layout {spec['layout']}, attention {spec['attention']}, gradient checkpointing on {spec['gradient_checkpointing']:.0%} of the "
           f"layers; TRL gradient checkpointing {spec['trl_gradient_checkpointing']}")
     print(f"machine matmul rate: {rate / 1e9:.1f} GFLOP/s; unique tokens in the {steps} steps: {tokens:,}")
     summary = {}

@@ -33,8 +33,12 @@ class PairBatch:
 
     - ``input_ids``: (r, s); padded: r = n, response-major (pairs: the b chosen sequences, then the b rejected)
     - ``attention_mask``: padded: (r, s) with 1 for real tokens; packed/prefix-shared: (r, 1, s, s) booleans, True
-      where a query token (dim 2) may attend to a key token (dim 3)
+      where a query token (dim 2) may attend to a key token (dim 3), or None where the batch is for block attention
+      only (``blocks`` says the same, without the (s, s) square)
     - ``position_ids``: (r, s) for packed/prefix-shared (restarting per sequence), None for padded
+    - ``blocks``: packed/prefix-shared: (k, 5) attention blocks, (row, start, end, prompt start, prompt end): the
+      queries ``start:end`` attend to the keys ``prompt start:prompt end`` and ``start:end`` (causally in causal
+      LMs); a prompt and its first response form one block (see :class:`rewardlab.attention.AttentionBlocks`)
     - ``score_index``: (n,) flat index into the r·s tokens of each reward token
     - ``response_lengths``: (n,) tokens in each response (for the length-bias diagnostic)
     - ``edges``: (e, 2) indices into the n rewards, (better, worse); ``margin``: (e,) (0 where absent);
@@ -51,6 +55,7 @@ class PairBatch:
     margin: torch.Tensor
     sources: list[str]
     position_ids: torch.Tensor | None = None
+    blocks: torch.Tensor | None = None
     origins: list[str] = field(default_factory=list)
     edges: torch.Tensor | None = None
     edge_weight: torch.Tensor | None = None
@@ -176,12 +181,14 @@ def shared_prompt_unit(prompt_ids: list[int], responses: list[list[int]]) -> Uni
 
 @dataclass
 class Packed:
-    """Units laid into rows: ``input_ids`` and ``position_ids`` (r, s), ``attention_mask`` (r, 1, s, s) booleans,
-    and ``reward_index[(unit, part)]``, the flat index of the reward token of each response part."""
+    """Units laid into rows: ``input_ids`` and ``position_ids`` (r, s), ``attention_mask`` (r, 1, s, s) booleans
+    (None when not asked for), ``blocks`` (k, 5) the same as attention blocks (see :class:`PairBatch`), and
+    ``reward_index[(unit, part)]``, the flat index of the reward token of each response part."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    attention_mask: torch.Tensor | None
+    blocks: torch.Tensor
     reward_index: dict[tuple[int, int], int]
 
 
@@ -211,10 +218,23 @@ def row_width(lengths: list[int], attention_cost: float) -> int:
                key=lambda w: len(first_fit_decreasing(lengths, w)) * w * (1 + attention_cost * w))
 
 
+def unit_blocks(unit: Unit, row: int, start: int) -> list[tuple[int, int, int, int, int]]:
+    """The attention blocks of a unit laid at ``start`` of ``row``: the prompt and the first part together (a
+    causal run: no prompt token sees past itself), then each later part with the prompt as its prompt keys."""
+    prompt = start + unit.parts.count(0)
+    ends = {p: start + k + 1 for k, p in enumerate(unit.parts)}
+    begins = {p: start + len(unit.parts) - 1 - k for k, p in enumerate(reversed(unit.parts))}
+    parts = sorted(p for p in ends if p > 0)
+    blocks = [(row, start, ends[parts[0]] if parts else prompt, start, start)]
+    blocks += [(row, begins[p], ends[p], start, prompt) for p in parts[1:]]
+    return blocks
+
+
 def pack(units: list[Unit], pad_token_id: int, encoder: bool, width: int | None = None,
-         attention_cost: float | None = None) -> Packed:
+         attention_cost: float | None = None, dense_mask: bool = True) -> Packed:
     """Lay units first-fit decreasing into rows of ``width`` tokens; by default the cheapest width for
-    ``attention_cost`` (see :func:`row_width`), or the longest unit when that is not given."""
+    ``attention_cost`` (see :func:`row_width`), or the longest unit when that is not given. ``dense_mask`` False
+    leaves out the (r, 1, s, s) attention mask (block attention reads ``blocks``)."""
     lengths = [len(u.ids) for u in units]
     if width is None:
         width = max(lengths) if attention_cost is None else row_width(lengths, attention_cost)
@@ -224,7 +244,7 @@ def pack(units: list[Unit], pad_token_id: int, encoder: bool, width: int | None 
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
     unit_of = torch.full((len(rows), width), -1, dtype=torch.long)  # -1: padding
     part_of = torch.zeros((len(rows), width), dtype=torch.long)
-    reward_index = {}
+    reward_index, blocks = {}, []
     for r, members in enumerate(rows):
         start = 0
         for u in members:
@@ -238,8 +258,10 @@ def pack(units: list[Unit], pad_token_id: int, encoder: bool, width: int | None 
                 seen = [k for k, p in enumerate(unit.parts) if p in (0, part)]
                 token = reward_token([unit.ids[k] for k in seen], [start + k for k in seen], pad_token_id, encoder)
                 reward_index[u, part] = r * width + token
+            blocks += unit_blocks(unit, r, start)
             start = end
-    return Packed(input_ids, position_ids, attention_mask(unit_of, part_of, encoder), reward_index)
+    mask = attention_mask(unit_of, part_of, encoder) if dense_mask else None
+    return Packed(input_ids, position_ids, mask, torch.tensor(blocks, dtype=torch.long).reshape(-1, 5), reward_index)
 
 
 def attention_mask(unit_of: torch.Tensor, part_of: torch.Tensor, encoder: bool) -> torch.Tensor:
@@ -257,13 +279,15 @@ def attention_mask(unit_of: torch.Tensor, part_of: torch.Tensor, encoder: bool) 
 
 class PackedCollator:
     """Collate examples into ``packed`` rows, or ``prefix_shared`` ones when ``share_prompt`` (causal LMs only).
-    ``attention_cost`` (see :func:`row_width`) picks the row width; None keeps rows as wide as the longest unit."""
+    ``attention_cost`` (see :func:`row_width`) picks the row width; None keeps rows as wide as the longest unit.
+    ``dense_mask`` False: batches for block attention, without the (r, 1, s, s) mask."""
 
-    def __init__(self, pad_token_id: int, encoder: bool, share_prompt: bool, attention_cost: float | None = None):
+    def __init__(self, pad_token_id: int, encoder: bool, share_prompt: bool, attention_cost: float | None = None,
+                 dense_mask: bool = True):
         if share_prompt and encoder:
             raise ValueError("prefix sharing needs causal attention: an encoder's prompt tokens would see the response")
         self.pad_token_id, self.encoder, self.share_prompt = pad_token_id, encoder, share_prompt
-        self.attention_cost = attention_cost
+        self.attention_cost, self.dense_mask = attention_cost, dense_mask
 
     def __call__(self, examples: list[Example]) -> PairBatch:
         order = sequence_order(examples)
@@ -273,11 +297,13 @@ class PackedCollator:
         else:  # one unit per sequence; its single part sees all of it
             units = [shared_prompt_unit([], [examples[g].prompt_ids + examples[g].responses[k]]) for g, k in order]
             keys = [(u, 1) for u in range(len(units))]
-        packed = pack(units, self.pad_token_id, self.encoder, attention_cost=self.attention_cost)
+        packed = pack(units, self.pad_token_id, self.encoder, attention_cost=self.attention_cost,
+                      dense_mask=self.dense_mask)
         return PairBatch(
             input_ids=packed.input_ids,
             attention_mask=packed.attention_mask,
             score_index=torch.tensor([packed.reward_index[k] for k in keys], dtype=torch.long),
             position_ids=packed.position_ids,
+            blocks=packed.blocks,
             **comparison_fields(examples, order),
         )

@@ -58,10 +58,22 @@ def resolve_layout(layout: str, module: RewardModule, key: str = "recipe key 'la
     return layout, ""
 
 
+def resolve_attention(module: RewardModule, key: str = "recipe key 'model.attention'") -> str:
+    """A note for the log on how packed rows attend; ``blocks`` on a model that cannot is a recipe error."""
+    attention, why = module.attention()
+    if module.wanted_attention == "blocks" and attention != "blocks":
+        raise RecipeError(f"{key}: blocks does not compute this model exactly ({why}); choose one of: auto, dense")
+    return attention + (f" ({why})" if why else "")
+
+
 def make_collator(layout: str, module: RewardModule):
+    """The collator of ``layout``. Rows attended by blocks cost no attention for their width, so they are as wide
+    as the batch (no padding) and carry no (s, s) mask."""
     if layout == "padded":
         return PadCollator(module.pad_token_id, module.encoder)
-    return PackedCollator(module.pad_token_id, module.encoder, layout == "prefix_shared", attention_cost(module.classifier))
+    blocks = module.attention()[0] == "blocks"
+    return PackedCollator(module.pad_token_id, module.encoder, layout == "prefix_shared",
+                          0.0 if blocks else attention_cost(module.classifier), dense_mask=not blocks)
 
 
 class RewardTask:
@@ -82,7 +94,7 @@ class RewardTask:
         self.tokenizer = backbone.tokenizer
         # What the model started from, so that weight averaging can check its members share it (rewardlab average).
         self.initial_backbone = {"name": recipe.model.name, "fingerprint": backbone.fingerprint}
-        self.model = RewardModule(backbone.model, backbone.encoder)
+        self.model = RewardModule(backbone.model, backbone.encoder, recipe.model.attention)
         trainable, total = trainable_parameters(self.model)
         log(f"model {recipe.model.name}: {trainable:,} of {total:,} parameters trained "
             f"({'LoRA r=' + str(recipe.model.lora.r) if recipe.model.lora.r else 'full fine-tuning'}; "
@@ -96,7 +108,8 @@ class RewardTask:
                               "ranks or scores, or plain pairs); pairs grouped by prompt are a graph with no order: "
                               "use bradley_terry")
         self.layout, note = resolve_layout(recipe.layout, self.model)
-        log(f"layout: {self.layout}" + (f" ({note})" if note else "")
+        attention = resolve_attention(self.model) if self.layout != "padded" else "padded rows"
+        log(f"layout: {self.layout}" + (f" ({note})" if note else "") + f", attention: {attention}"
             + (", pairs grouped by length" if recipe.group_by_length else ""))
         self.collate = make_collator(self.layout, self.model)
         self.sampler = (LengthGroupedSampler([p.length for p in self.train_data], recipe.batch_size, recipe.seed)
