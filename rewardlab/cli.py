@@ -155,8 +155,8 @@ def cmd_score(args) -> None:
     if first is None:
         raise DataError(f"{args.input}: no rows to score")
     with replaced_on_success(Path(args.output)) as out:
-        model = load_scorer(args.model, args.max_length, args.token_budget, reward=args.ensemble_reward,
-                            std_weight=args.std_weight)
+        model = load_scorer(args.model, args.max_length, args.token_budget, trust_remote_code=args.trust_remote_code,
+                            reward=args.ensemble_reward, std_weight=args.std_weight)
         if args.members and not hasattr(model, "score_members"):
             raise ScoringError(f"--members: {args.model} is one model, not an ensemble (no ensemble.json)")
         set_reward_weights(model, args.reward_weights)
@@ -438,8 +438,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="(reward - mean) / std with the saved statistics")
     p.add_argument("--max-items", type=positive_int, default=4096, help="most items in one request")
     p.add_argument("--no-merge", action="store_true", help="one forward pass per request (for comparison)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run the Python code a model folder or hub repo ships (auto_map); off by default")
     _scoring_options(p)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("compare", help="train several recipes and compare their results")
@@ -462,8 +460,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split for hub datasets (default: test)")
     p.add_argument("--bins", type=positive_int, default=10, help="equal-width confidence bins of the calibration "
                                                                  "error (default: 10)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run the Python code a model folder or hub repo ships (auto_map); off by default")
     _scoring_options(p)
     p.set_defaults(func=cmd_bench)
     p = sub.add_parser("average", help="average reward models fine-tuned from one initialisation into one (WARM)")
@@ -489,6 +485,8 @@ def set_reward_weights(model, weights: list[float] | None) -> None:
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the Python code a model folder or hub repo ships (auto_map); off by default")
     p.add_argument("--max-length", type=positive_int, help="default: the length the model was trained with, else 512")
     p.add_argument("--reward-weights", type=float, nargs="+", metavar="W",
                    help="a multi-attribute model: the weight of each attribute in the reward (default: the saved ones)")

@@ -58,6 +58,20 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny Llama reward model saved by ``rewardlab train`` (2 steps on 8 synthetic pairs): what the command-line
+    tests score with."""
+    from rewardlab.cli import main
+
+    tmp = tmp_path_factory.mktemp("trained")
+    data = write_jsonl(tmp / "train.jsonl", synthetic_rows(8))
+    out = tmp / "model"
+    assert main(["train", "model.name=tiny-llama", f"train_data={data}", f"eval_data={data}", "max_steps=2",
+                 "batch_size=2", f"output_dir={out}"]) == 0
+    return out
+
+
 def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
     """A learnable preference set: the chosen reply ends in a kind word, the rejected one in a rude word, after a
     random filler of random length, so that length alone does not decide."""

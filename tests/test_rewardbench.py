@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import SHARED_DATA, needs_shared_data, synthetic_rows, write_jsonl
+from conftest import SHARED_DATA, needs_shared_data, write_jsonl
 from families import ENCODER, wordpiece
 from rewardlab.cli import main
 from rewardlab.data.rows import DataError
@@ -216,16 +216,6 @@ def test_the_project_s_prefs_files_read_as_v1_rows():
     assert counts == {"llmbar-natural": 100, "llmbar-processed-llmeval2": 198, "pandalm-testset-human": 836}
     by_source = {r.subset for r in read_bench([str(prefs)], subset_column="source")}
     assert by_source == {"llmbar/natural", "llmbar-processed/llmeval2", "pandalm/testset-v1-human-majority"}
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("bench-model")
-    data = write_jsonl(tmp / "train.jsonl", synthetic_rows(8))
-    out = tmp / "model"
-    assert main(["train", "model.name=tiny-llama", f"train_data={data}", f"eval_data={data}", "max_steps=2",
-                 "batch_size=2", f"output_dir={out}"]) == 0
-    return out
 
 
 def bench_rows():

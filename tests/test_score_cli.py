@@ -7,19 +7,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import synthetic_rows, write_jsonl
+from conftest import write_jsonl
 from rewardlab.cli import main
 from rewardlab.scoring import RewardModel
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("score-cli")
-    data = write_jsonl(tmp / "train.jsonl", synthetic_rows(8))
-    out = tmp / "model"
-    assert main(["train", "model.name=tiny-llama", f"train_data={data}", f"eval_data={data}", "max_steps=2",
-                 "batch_size=2", f"output_dir={out}"]) == 0
-    return out
 
 
 def read_jsonl(path):
