@@ -105,6 +105,9 @@ def _eval_ensemble(args, log) -> None:
     from rewardlab.tasks.reward import load_pairs
     from rewardlab.uncertainty import plot_reliability
 
+    if args.layout not in ("auto", "padded") or args.attention != "auto":
+        raise RecipeError("--layout and --attention: an ensemble's members score padded rows (token-budget batches, "
+                          "as `rewardlab score` does); leave them out")
     scorer = load_scorer(args.model, args.max_length)
     log(f"{args.model}: {scorer.size} members combined by {scorer.reward}, max_length {scorer.max_length}")
     results = {}

@@ -294,6 +294,7 @@ def test_eval_and_bench_of_an_ensemble_report_its_members_from_their_rewards(ens
     spread_by_pair = [math.sqrt(sum((x - m) ** 2 for x in col) / 3) for col, m in zip(zip(*margins), mean_margin)]
     assert ensemble["disagreement"]["margin_std"] == pytest.approx(sum(spread_by_pair) / 12, abs=1e-6)
     assert (tmp_path / "plots" / "dev-reliability.png").is_file()
+    assert main(["eval", str(out), "--data", str(data), "--layout", "packed"]) == 2  # members score padded rows
 
     bench = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "subset": "s"} for r in rows]
     write_jsonl(tmp_path / "bench.jsonl", bench)
