@@ -113,6 +113,7 @@ def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -
     trained = DTYPES.get(settings.dtype, "auto")
     frozen = trained if settings.lora.r == 0 or settings.lora.frozen_dtype == "same" else DTYPES.get(
         settings.lora.frozen_dtype, "auto")
+    head_seed = seed if settings.head_seed is None else settings.head_seed
     if settings.name in TINY_BACKBONES:
         encoder = settings.name == "tiny-bert"
         tokenizer = tiny_tokenizer(encoder)
@@ -121,12 +122,12 @@ def load_backbone(settings: ModelSettings, seed: int = 0, num_labels: int = 1) -
         config = tiny_config(settings.name, len(tokenizer))
         config.num_labels = num_labels
         model = AutoModelForSequenceClassification.from_config(config)
-        if init_seed != seed:  # one backbone for every seed, the head from this seed (an ensemble's members)
-            reset_head(model, seed)
+        if init_seed != head_seed:  # one backbone for every seed, the head from its own (an ensemble's members)
+            reset_head(model, head_seed)
         if frozen != "auto":
             model.to(frozen)
     else:
-        torch.manual_seed(seed)  # the new head's initial weights
+        torch.manual_seed(head_seed)  # the new head's initial weights (and, after it, LoRA's)
         model, tokenizer, encoder = load_classifier(resolve_offline(settings.name) or settings.name, num_labels,
                                                     dtype=frozen)
     trained_dtype = model.get_input_embeddings().weight.dtype if trained == "auto" else trained

@@ -90,6 +90,9 @@ class ModelSettings:
     # The seed of a tiny random backbone's weights (tiny-llama, ...; pretrained weights are what they are); null:
     # `seed`. The members of an ensemble share it, so that they start from one backbone.
     init_seed: int | None = bounded(None, at_least=0, at_most=2**32 - 1)
+    # The seed of the new reward head's initial weights and of LoRA's; null: `seed`. An ensemble with
+    # `shared_init: true` gives every member the same, so that they differ by data order only (what WARM averages).
+    head_seed: int | None = bounded(None, at_least=0, at_most=2**32 - 1)
     # How packed and prefix-shared rows attend: blocks (each block of a row on its own, masked blocks never
     # computed; rewardlab/attention.py), dense (the whole mask to the model's attention), auto (blocks where the
     # model computes them exactly, else dense, said in the log).
@@ -174,6 +177,10 @@ class EnsembleSettings:
     # Subtract each member's reward mean (on its evaluation set) before combining: a Bradley–Terry reward is defined
     # up to a constant, so without it the spread across members measures their offsets, not their disagreement.
     center_members: bool = True
+    # Every member starts from the same head and LoRA initialisation (seed `seed`) and differs by data order only:
+    # members for weight averaging (WARM shares the initialisation; heads from different random starts partly cancel
+    # when averaged). False: each member's own seed initialises them too (more diverse members for the ensemble).
+    shared_init: bool = False
 
     @property
     def size(self) -> int:

