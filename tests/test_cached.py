@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from accelerate import Accelerator
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, free_port
 from rewardlab import train as train_module
 from rewardlab.config import RECIPES_DIR, RecipeError, load_recipe
 from rewardlab.objectives.cached import cached_backward
@@ -223,14 +223,6 @@ def distributed_worker(rank: int, port: int, kind: str, tmp: str) -> None:
                     "expected": expected}, os.path.join(tmp, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("kind", ["hard_negatives", "clip"])

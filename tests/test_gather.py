@@ -2,7 +2,6 @@
 batch on one process."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from conftest import free_port
 from rewardlab.objectives import SimCSELoss
 from rewardlab.objectives.core import gather_with_grad
 
@@ -42,11 +42,6 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     finally:
         dist.destroy_process_group()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_processes_give_the_loss_and_gradients_of_the_whole_batch(tmp_path):

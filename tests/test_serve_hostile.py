@@ -22,7 +22,7 @@ from rewardlab.config import ModelSettings
 from rewardlab.save import save_reward_model
 from rewardlab.scoring import RewardModel, ScoringError
 from rewardlab.serve import create_app
-from tests.conftest import REPO
+from conftest import REPO, free_port
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +182,6 @@ def test_a_client_that_goes_away_leaves_its_items_uncomputed(reward_model, monke
     assert sent[0]["status"] == 499
     assert passes == [1, 1]  # A's pass and C's; none for B's 5 items
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_clients_that_disconnect_leave_no_traceback_and_a_healthy_uvicorn(tmp_path):
