@@ -21,7 +21,7 @@ RewardBench's), beside the accuracy over every row. Subsets in no section are re
 The model is anything with ``.score(prompts, responses) -> list[float]`` (:func:`rewardlab.scoring.load_scorer`
 gives a :class:`~rewardlab.scoring.RewardModel`, or for an ensemble folder an
 :class:`~rewardlab.ensemble.EnsembleRewardModel`); one that also has ``.score_members(prompts, responses) -> [members][n]``
-(an ensemble) gets the statistics of :mod:`rewardlab.uncertainty` on the v1 pairs as well.
+and ``.combine(members) -> [n]`` (an ensemble) gets the statistics of :mod:`rewardlab.uncertainty` on the v1 pairs as well.
 """
 
 from __future__ import annotations
@@ -180,8 +180,9 @@ def load_sections(path: str | Path | None = None) -> dict[str, dict[str, float]]
 
 
 def score_rows(model, rows: list[BenchRow]) -> tuple[list[tuple[float, list[float]]], np.ndarray | None]:
-    """(chosen reward, rejected rewards) per row from ``model.score``, and, when the model has ``score_members``,
-    its member rewards ``[members, responses]`` in the order chosen, rejected..., row by row."""
+    """(chosen reward, rejected rewards) per row from ``model.score``, and, when the model has ``score_members``
+    (an ensemble), its member rewards ``[members, responses]`` in the order chosen, rejected..., row by row, and
+    the rewards are ``model.combine`` of them (the members are scored once)."""
     from tqdm.auto import tqdm
 
     prompts = [row.prompt for row in rows for _ in range(1 + len(row.rejected))]
@@ -192,9 +193,11 @@ def score_rows(model, rows: list[BenchRow]) -> tuple[list[tuple[float, list[floa
     with tqdm(total=len(prompts), unit="response", file=sys.stderr) as bar:
         for start in range(0, len(prompts), SCORE_CHUNK):
             piece = slice(start, start + SCORE_CHUNK)
-            parts.append(_score(model.score, prompts[piece], responses[piece], origins[piece]))
-            if members is not None:
+            if members is None:
+                parts.append(_score(model.score, prompts[piece], responses[piece], origins[piece]))
+            else:  # one pass: the members' rewards, and their combination from them
                 member_parts.append(_score(members, prompts[piece], responses[piece], origins[piece]))
+                parts.append(np.asarray(model.combine(member_parts[-1].tolist()), dtype=np.float64))
             bar.update(len(origins[piece]))
     rewards = np.concatenate(parts, axis=-1)
     member_rewards = np.concatenate(member_parts, axis=-1) if members is not None else None

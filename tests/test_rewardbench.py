@@ -27,7 +27,10 @@ class Ensemble(Table):
     """Two members: ``"=a,b"`` gives member rewards a and b; ``score`` is their mean."""
 
     def score(self, prompts, responses):
-        return [sum(m) / 2 for m in zip(*self.score_members(prompts, responses))]
+        return self.combine(self.score_members(prompts, responses))
+
+    def combine(self, members):
+        return [sum(m) / 2 for m in zip(*members)]
 
     def score_members(self, prompts, responses):
         values = [[float(v) for v in r.rsplit("=", 1)[1].split(",")] for r in responses]
