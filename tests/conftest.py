@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewardlab.backbones import load_backbone
 from rewardlab.config import ModelSettings
+from rewardlab.models.loading import load_backbone
 
 # Tiny backbones gain nothing from threads, and on 2 shared cores several threads spin against each other.
 torch.set_num_threads(1)

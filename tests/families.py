@@ -109,7 +109,7 @@ FAMILIES = {
                                             local_attention=8), "wordpiece", "ForMaskedLM"),
 }
 ENCODERS = {"bert", "roberta", "distilbert", "deberta-v2", "electra", "modernbert"}
-# What the layout probe finds (rewardlab.model.probe_layouts): the layouts each family computes exactly.
+# What the layout probe finds (rewardlab.models.reward.probe_layouts): the layouts each family computes exactly.
 LAYOUTS = {name: ("padded", "packed") for name in ENCODERS} | {
     name: ("padded", "packed", "prefix_shared") for name in FAMILIES if name not in ENCODERS}
 LAYOUTS |= {"deberta-v2": ("padded",)}

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-
 from families import FAMILIES
-from rewardlab.attention import AttentionBlocks, flex_blocks, sdpa_blocks
+
 from rewardlab.data.collate import PackedCollator, PadCollator
 from rewardlab.data.encode import EncodedGroup, EncodedPair
-from rewardlab.model import RewardModule
+from rewardlab.models.attention import AttentionBlocks, flex_blocks, sdpa_blocks
+from rewardlab.models.reward import RewardNetwork
 
 VOCAB = 300
 
@@ -47,7 +47,7 @@ def examples(k: int) -> list:
     return rows
 
 
-def rewards_and_grads(module: RewardModule, batch) -> tuple[torch.Tensor, torch.Tensor]:
+def rewards_and_grads(module: RewardNetwork, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(n,) rewards and the gradient of a fixed weighting of them with respect to every parameter, flattened."""
     module.model.zero_grad(set_to_none=True)
     rewards = module(batch)
@@ -69,8 +69,8 @@ def test_blocks_give_the_rewards_and_gradients_of_the_dense_and_padded_paths(fam
     encoder = family == "bert"
     data = examples(k)
     # eval(): BERT's dropout off (gradients still flow)
-    padded_module, dense_module = (RewardModule(model, encoder, "dense").eval() for _ in range(2))
-    blocks_module = RewardModule(model, encoder, "blocks").eval()
+    padded_module, dense_module = (RewardNetwork(model, encoder, "dense").eval() for _ in range(2))
+    blocks_module = RewardNetwork(model, encoder, "blocks").eval()
     assert blocks_module.attention() == ("blocks", "")
     padded, padded_grads = rewards_and_grads(padded_module, PadCollator(0, encoder)(data))
     assert padded.std() > 1e-2  # 100 × the tolerance: equality means something
@@ -153,7 +153,7 @@ def test_left_padded_plain_transformers_agree_with_blocks():
     rewards the prefix-shared blocks give."""
     model = classifier("llama")
     data = examples(2)
-    blocks = RewardModule(model, False, "blocks")
+    blocks = RewardNetwork(model, False, "blocks")
     with torch.no_grad():
         rewards = blocks(PackedCollator(0, False, True, attention_cost=0.0, dense_mask=False)(data))
         sequences = [e.prompt_ids + r for k in range(2) for e in data for r in [e.responses[k]]]
@@ -167,11 +167,11 @@ def test_left_padded_plain_transformers_agree_with_blocks():
 def test_a_family_that_cannot_falls_back_to_the_dense_mask_and_says_why(capsys):
     """Mistral with a sliding window far shorter than the rows: block attention carries no window, so the probe
     keeps the dense mask (which applies the window by position), and asking for blocks is a recipe error."""
-    from rewardlab.config import RecipeError
+    from rewardlab.errors import RecipeError
     from rewardlab.tasks.reward import resolve_attention
 
     model = classifier("mistral", sliding_window=4)
-    auto = RewardModule(model, False, "auto")
+    auto = RewardNetwork(model, False, "auto")
     attention, why = auto.attention()
     assert attention == "dense" and "sliding_window" in why
     assert model.config._attn_implementation == "sdpa"  # switched back
@@ -179,18 +179,19 @@ def test_a_family_that_cannot_falls_back_to_the_dense_mask_and_says_why(capsys):
                                        "attention (NotImplementedError: block attention has no sliding_window "
                                        "(MistralAttention uses one)))")
     with pytest.raises(RecipeError, match="recipe key 'model.attention': blocks does not compute this model exactly"):
-        resolve_attention(RewardModule(model, False, "blocks"))
+        resolve_attention(RewardNetwork(model, False, "blocks"))
     data = examples(2)
-    padded = RewardModule(model, False, "dense")(PadCollator(0, False)(data))
+    padded = RewardNetwork(model, False, "dense")(PadCollator(0, False)(data))
     torch.testing.assert_close(auto(PackedCollator(0, False, True)(data)), padded, atol=1e-4, rtol=0)
-    windowless = RewardModule(classifier("mistral", sliding_window=None), False)
+    windowless = RewardNetwork(classifier("mistral", sliding_window=None), False)
     assert windowless.attention() == ("blocks", "")
 
 
 def test_training_logs_the_attention(tmp_path, capsys):
     from conftest import synthetic_rows, write_jsonl
+
     from rewardlab.config import load_recipe
-    from rewardlab.train import train
+    from rewardlab.training.loop import train
 
     data = write_jsonl(tmp_path / "train.jsonl", synthetic_rows(8))
     for attention, said in (("auto", "attention: blocks"), ("dense", "attention: dense (asked for)")):
@@ -202,7 +203,8 @@ def test_training_logs_the_attention(tmp_path, capsys):
 
 
 def test_the_recipe_key_is_bounded():
-    from rewardlab.config import RecipeError, load_recipe
+    from rewardlab.config import load_recipe
+    from rewardlab.errors import RecipeError
 
     with pytest.raises(RecipeError, match="recipe key 'model.attention': 'flash' is not allowed; choose one of: "
                                           "auto, dense, blocks"):

@@ -6,14 +6,14 @@ import random
 
 import pytest
 import torch
+from conftest import REPO, synthetic_rows, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import REPO, synthetic_rows, write_jsonl
-from rewardlab.config import RecipeError, load_recipe
-from rewardlab.data.formats import DataError
+from rewardlab.config import load_recipe
 from rewardlab.data.groups import read_rated
-from rewardlab.scoring import RewardModel
-from rewardlab.train import train
+from rewardlab.errors import DataError, RecipeError
+from rewardlab.inference.scorer import RewardModel
+from rewardlab.training.loop import train
 
 QUALITY = ["awful", "poor", "fine", "good", "superb"]  # helpfulness 0 … 4
 MANNER = {"please": 4, "thanks": 4, "ugh": 0, "whatever": 0}  # politeness

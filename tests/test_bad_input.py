@@ -19,13 +19,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rewardlab.cli import _row_sequences
-from rewardlab.data.formats import FLOAT32_MAX, DataError, read_pairs
 from rewardlab.data.groups import read_groups
 from rewardlab.data.images import read_image_captions
+from rewardlab.data.pairs import FLOAT32_MAX, read_pairs
 from rewardlab.data.rows import iter_rows
 from rewardlab.data.sentences import read_sentence_pairs, read_sentences
-from rewardlab.evaluate_sts import read_sts
+from rewardlab.data.sts import read_sts
+from rewardlab.errors import DataError
+from rewardlab.inference.files import row_sequences as _row_sequences
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # One test per (format, bad value), so every value is tried; hypothesis draws the rows around it.
@@ -416,12 +417,12 @@ def test_a_bad_caption_row_is_an_error_at_its_line(fmt, column, value, data):
 
 @pytest.fixture(scope="module")
 def scorer():
-    from rewardlab.backbones import load_backbone
     from rewardlab.config import ModelSettings
-    from rewardlab.scoring import RewardModel
+    from rewardlab.inference.scorer import RewardModel
+    from rewardlab.models.loading import load_backbone
 
     b = load_backbone(ModelSettings(name="tiny-llama"))
-    return RewardModel(b.model, b.tokenizer, b.encoder, max_length=64)
+    return RewardModel.of(b.model, b.tokenizer, b.encoder, max_length=64)
 
 
 chat = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": text}),

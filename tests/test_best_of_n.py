@@ -4,13 +4,13 @@ import copy
 
 import pytest
 
-from rewardlab.scoring import RewardModel
+from rewardlab.inference.scorer import RewardModel
 
 
 def reward_model(tiny, name, token_budget=None):
     model = copy.deepcopy(tiny[name].model)
     model.score.weight.data *= 1000  # rewards spread wider than the tolerance
-    return RewardModel(model, tiny[name].tokenizer, tiny[name].encoder, token_budget=token_budget)
+    return RewardModel.of(model, tiny[name].tokenizer, tiny[name].encoder, token_budget=token_budget)
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
@@ -43,7 +43,7 @@ def test_a_candidate_of_pad_tokens_only_is_read_where_the_prompt_ends(tiny):
     tokenizer = copy.deepcopy(tiny["tiny-llama"].tokenizer)
     tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    rm = RewardModel(model, tokenizer, encoder=False)
+    rm = RewardModel.of(model, tokenizer, encoder=False)
     prompt, candidates = "Which fruit is yellow?", ["", " A banana.", " no"]
     assert rm.encode(prompt, "")[-1] == tokenizer.pad_token_id
     one_by_one = [rm.score([prompt], [c])[0] for c in candidates]

@@ -13,15 +13,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from accelerate import Accelerator
+from conftest import REPO, free_port
 from torch import nn
 
-from conftest import REPO, free_port
-from rewardlab import train as train_module
-from rewardlab.config import RECIPES_DIR, RecipeError, load_recipe
+from rewardlab.config import RECIPES_DIR, load_recipe
+from rewardlab.errors import RecipeError
 from rewardlab.objectives.cached import cached_backward
 from rewardlab.tasks.clip import ClipTask, image_text_chunks
 from rewardlab.tasks.simcse import SimCSETask
-from rewardlab.train import train
+from rewardlab.training import loop as train_module
+from rewardlab.training.loop import train
 
 WORDS = "a man woman dog child is running eating sleeping cooking in the park at home on beach quickly".split()
 

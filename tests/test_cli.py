@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, write_jsonl
-from rewardlab import cli
+
 from rewardlab.cli import main
+from rewardlab.cli import train as train_command
 
 
 def test_bad_recipe_key_exits_2_and_lists_valid_keys(capsys):
@@ -50,7 +50,7 @@ def test_a_bug_is_one_line_naming_where_and_how_to_get_the_traceback(monkeypatch
     def broken(args):
         {}["missing"]
 
-    monkeypatch.setattr(cli, "cmd_train", broken)
+    monkeypatch.setattr(train_command, "run", broken)
     monkeypatch.delenv("REWARDLAB_DEBUG", raising=False)
     assert main(["train"]) == 1
     line = error_line(capsys)
@@ -65,14 +65,14 @@ def test_an_interrupt_exits_130_without_a_traceback(monkeypatch, capsys):
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    monkeypatch.setattr(train_command, "run", interrupted)
     assert main(["train"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
 
 
 def test_a_missing_optional_package_gives_the_install_command(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi fails as when it is not installed
-    monkeypatch.delitem(sys.modules, "rewardlab.serve", raising=False)
+    monkeypatch.delitem(sys.modules, "rewardlab.inference.server", raising=False)
     assert main(["serve", "tiny-llama"]) == 2
     assert error_line(capsys) == ("error: this needs the 'fastapi' package, which is not installed: "
                                   "pip install 'rewardlab[serve]'")
@@ -82,7 +82,7 @@ def test_rewardlab_install_hints_are_kept(monkeypatch, capsys):
     def needs_gguf(args):
         raise ModuleNotFoundError("Reading model.gguf needs the 'gguf' package: pip install gguf")
 
-    monkeypatch.setattr(cli, "cmd_train", needs_gguf)
+    monkeypatch.setattr(train_command, "run", needs_gguf)
     assert main(["train"]) == 2
     assert error_line(capsys) == "error: Reading model.gguf needs the 'gguf' package: pip install gguf"
 

@@ -12,17 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, needs
+
 from rewardlab.config import RECIPES_DIR, load_recipe
-from rewardlab.data.formats import DataError
 from rewardlab.data.images import (
-    SHAPE_CLASSES, ImageDataError, ImageTextCollator, generate_shapes, load_pixels, read_image_captions,
+    SHAPE_CLASSES,
+    ImageDataError,
+    ImageTextCollator,
+    generate_shapes,
+    load_pixels,
+    read_image_captions,
 )
+from rewardlab.errors import DataError
+from rewardlab.models.two_tower import load_two_tower
+from rewardlab.models.vision import EFFICIENTNET_PACKAGE, build_image_tower, efficientnet_lite0
 from rewardlab.objectives import ClipLoss, SigLipLoss
-from rewardlab.tasks.clip import ClipTask, embed_pairs, load_two_tower, retrieval_metrics
-from rewardlab.train import train
-from rewardlab.vision import EFFICIENTNET_PACKAGE, build_image_tower, efficientnet_lite0
+from rewardlab.tasks.clip import ClipTask, embed_pairs, retrieval_metrics
+from rewardlab.training.loop import train
 
 IMAGES = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
 TEXTS = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # similarities [[1, 0.6], [0, 0.8]]

@@ -1,10 +1,11 @@
 import json
 
 import pytest
-
 from conftest import REPO, synthetic_rows, write_jsonl
+
 from rewardlab.cli import main
-from rewardlab.config import RecipeError, load_comparison
+from rewardlab.config import load_comparison
+from rewardlab.errors import RecipeError
 
 COMPARISONS = sorted((REPO / "recipes" / "compare").glob("*.yaml"))
 
@@ -18,7 +19,7 @@ def test_every_comparison_file_loads_with_all_its_recipes(path, monkeypatch):
 def test_comparison_errors_name_the_key(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("runs: []\n")
-    with pytest.raises(RecipeError, match="'runs' must list at least one recipe"):
+    with pytest.raises(RecipeError, match="recipe key 'runs' must list at least 1 item, got \\[\\]"):
         load_comparison(bad)
     bad.write_text("run: [a.yaml]\n")
     with pytest.raises(RecipeError, match="unknown recipe key 'run'.*output_dir, overrides, runs"):

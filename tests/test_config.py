@@ -1,4 +1,3 @@
-import dataclasses
 import math
 import re
 import types
@@ -6,8 +5,19 @@ import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from rewardlab.config import RECIPES_DIR, Recipe, RecipeError, build, load_recipe
+from rewardlab.config import (
+    RECIPES_DIR,
+    ClipRecipe,
+    Recipe,
+    RewardRecipe,
+    SimCSERecipe,
+    load_recipe,
+    recipe_from_dict,
+)
+from rewardlab.config.loading import bounds
+from rewardlab.errors import RecipeError
 
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 
@@ -59,26 +69,32 @@ def test_missing_recipe_file_is_an_error(tmp_path: Path):
 # Every key, systematically: wrong types, values out of range, numbers that are not finite, empty strings.
 
 
-def leaves(cls=Recipe, prefix=""):
-    """(dotted key, dataclass field, annotation) of every recipe key that holds a value."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            yield from leaves(hints[f.name], f"{prefix}{f.name}.")
-        else:
-            yield prefix + f.name, f, hints[f.name]
+def leaves(cls, prefix=""):
+    """(dotted key, FieldInfo, annotation) of every recipe key of a recipe kind that holds a value."""
+    for name, field in cls.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from leaves(annotation, f"{prefix}{name}.")
+        elif name != "objective":
+            yield prefix + name, field, annotation
 
 
-def nest(key: str, value) -> dict:
+def nest(key: str, value, objective: str) -> dict:
     data = value
     for part in reversed(key.split(".")):
         data = {part: data}
-    return data
+    return {"objective": objective, **data}
 
 
 def options(tp) -> set:
-    """The types an annotation allows: ``int | None`` → {int, NoneType}."""
-    return set(typing.get_args(tp)) if typing.get_origin(tp) in (typing.Union, types.UnionType) else {tp}
+    """The types an annotation allows: ``int | None`` → {int, NoneType}, ``Literal["a"]`` → {str}."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return options(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return set().union(*(options(a) for a in typing.get_args(tp)))
+    if typing.get_origin(tp) is typing.Literal:
+        return {str}
+    return {typing.get_origin(tp) or tp}
 
 
 def accepts(allowed: set, value) -> bool:
@@ -95,61 +111,65 @@ def accepts(allowed: set, value) -> bool:
     return False  # [{"a": 1}] (a list of the wrong items), {"a": 1}: no key takes them
 
 
-LEAVES = list(leaves())
-NUMERIC = [(key, f, tp) for key, f, tp in LEAVES if {int, float} & options(tp)]
+# Every key of every kind of recipe, with an objective of that kind.
+KINDS = {RewardRecipe: "bradley_terry", SimCSERecipe: "simcse", ClipRecipe: "clip"}
+LEAVES = {(key, objective): (f, tp) for cls, objective in KINDS.items() for key, f, tp in leaves(cls)}
+LEAVES = [(key, objective, f, tp) for (key, objective), (f, tp) in LEAVES.items()]
+IDS = [f"{key}[{objective}]" for key, objective, _, _ in LEAVES]
+NUMERIC = [(key, objective, f, tp) for key, objective, f, tp in LEAVES if {int, float} & options(tp)]
 # Keys where any finite number is meaningful.
 UNBOUNDED = {"clip.init_bias", "contrastive.min_pair_score"}
 
 
-@pytest.mark.parametrize("key, tp", [(key, tp) for key, _, tp in LEAVES], ids=[key for key, _, _ in LEAVES])
-def test_every_key_refuses_values_of_the_wrong_type(key, tp):
+@pytest.mark.parametrize("key, objective, tp", [(k, o, tp) for k, o, _, tp in LEAVES], ids=IDS)
+def test_every_key_refuses_values_of_the_wrong_type(key, objective, tp):
     allowed = options(tp)
     wrong = [v for v in ("text", 1.5, 3, True, [{"a": 1}], {"a": 1}, None) if not accepts(allowed, v)]
     assert len(wrong) >= 3
     for value in wrong:
         with pytest.raises(RecipeError, match=rf"recipe key '{re.escape(key)}': expected .*, got "):
-            build(Recipe, nest(key, value))
-    if str in allowed:
+            recipe_from_dict(nest(key, value, objective))
+    if str in allowed and not typing.get_origin(tp) is typing.Literal:
         with pytest.raises(RecipeError, match=rf"recipe key '{re.escape(key)}': expected a non-empty string"):
-            build(Recipe, nest(key, "  "))
+            recipe_from_dict(nest(key, "  ", objective))
     if float in allowed:
         for value in (math.nan, math.inf, -math.inf):
             with pytest.raises(RecipeError, match=rf"recipe key '{re.escape(key)}': expected a finite number"):
-                build(Recipe, nest(key, value))
+                recipe_from_dict(nest(key, value, objective))
 
 
 def test_every_number_has_bounds_unless_any_finite_number_is_meaningful():
-    unbounded = {key for key, f, _ in NUMERIC if not f.metadata.get("bounds")}
+    unbounded = {key for key, _, f, _ in NUMERIC if not bounds(f)}
     assert unbounded == UNBOUNDED
 
 
-def outside(bounds: dict, integer: bool) -> list:
+def outside(limits: dict, integer: bool) -> list:
     """Values just past each bound (and far past it)."""
     step = 1 if integer else 1e-9
     values = []
-    if "at_least" in bounds:
-        values += [bounds["at_least"] - step, bounds["at_least"] - 1e6]
-    if "above" in bounds:
-        values += [bounds["above"], bounds["above"] - 1]
-    if "at_most" in bounds:
-        values += [bounds["at_most"] + step, bounds["at_most"] + 1e6]
-    if "below" in bounds:
-        values += [bounds["below"], bounds["below"] + 1]
+    if "ge" in limits:
+        values += [limits["ge"] - step, limits["ge"] - 1e6]
+    if "gt" in limits:
+        values += [limits["gt"], limits["gt"] - 1]
+    if "le" in limits:
+        values += [limits["le"] + step, limits["le"] + 1e6]
+    if "lt" in limits:
+        values += [limits["lt"], limits["lt"] + 1]
     return [int(v) if integer else float(v) for v in values]
 
 
-BOUNDED = [(key, f, tp) for key, f, tp in NUMERIC if f.metadata.get("bounds")]
+BOUNDED = [(key, objective, f, tp) for key, objective, f, tp in NUMERIC if bounds(f)]
 
 
-@pytest.mark.parametrize("key, f, tp", BOUNDED, ids=[key for key, _, _ in BOUNDED])
-def test_every_bounded_number_refuses_values_out_of_range_and_says_the_range(key, f, tp):
-    for value in outside(f.metadata["bounds"], integer=float not in options(tp)):
+@pytest.mark.parametrize("key, objective, f, tp", BOUNDED, ids=[f"{k}[{o}]" for k, o, _, _ in BOUNDED])
+def test_every_bounded_number_refuses_values_out_of_range_and_says_the_range(key, objective, f, tp):
+    for value in outside(bounds(f), integer=float not in options(tp)):
         with pytest.raises(RecipeError, match=rf"recipe key '{re.escape(key)}' must be (>|>=|<|<=|in) .*, got "):
-            build(Recipe, nest(key, value))
-    default = Recipe()
+            recipe_from_dict(nest(key, value, objective))
+    default = recipe_from_dict({"objective": objective})
     for part in key.split("."):
         default = getattr(default, part)
-    build(Recipe, nest(key, default))  # the default is allowed
+    recipe_from_dict(nest(key, default, objective))  # the default is allowed
 
 
 @pytest.mark.parametrize("override, message", [
@@ -165,15 +185,39 @@ def test_every_bounded_number_refuses_values_out_of_range_and_says_the_range(key
     ("model.lora.dropout=2", r"'model.lora.dropout' must be in \[0, 1\), got 2"),
     ("learning_rate=.nan", r"'learning_rate': expected a finite number, got nan"),
     ("learning_rate=-1e-5", r"'learning_rate' must be > 0, got -1e-05"),
-    ("contrastive.pair_columns=[a]", r"'contrastive.pair_columns' must list exactly 2 items \(anchor and positive\)"),
+    ("objective=simcse contrastive.pair_columns=[a]", r"'contrastive.pair_columns' must list exactly 2 items \(anchor and positive\)"),
     ("model.lora.target_modules=[]", r"'model.lora.target_modules' must list at least 1 item"),
-    ("clip.image_tower=resnet", r"'clip.image_tower': 'resnet' is not allowed; choose one of: efficientnet-lite0, tiny"),
+    ("objective=clip clip.image_tower=resnet", r"'clip.image_tower': 'resnet' is not allowed; choose one of: efficientnet-lite0, tiny"),
     ("output_dir=", r"'output_dir': expected str, got None"),
     ("max_steps=[", r"override 'max_steps=\[': the value is not valid YAML"),
 ])
 def test_issue_10_recipe_values_are_errors_saying_what_is_allowed(override, message):
     with pytest.raises(RecipeError, match=message):
-        load_recipe(None, [override])
+        load_recipe(None, override.split(" "))
+
+
+@pytest.mark.parametrize("objective, key, owners", [
+    ("bradley_terry", "contrastive.temperature=0.1", "simcse, clip, siglip"),
+    ("simcse", "clip.embed_dim=8", "clip, siglip"),
+    ("clip", "loss.label_smoothing=0.1", "bradley_terry, plackett_luce, regression, odin"),
+    ("simcse", "layout=packed", "bradley_terry, plackett_luce, regression, odin"),
+])
+def test_a_key_of_another_objective_is_refused_naming_the_objectives_it_belongs_to(objective, key, owners):
+    """Objective-specific sections are a discriminated union on ``objective``: nothing is silently ignored."""
+    with pytest.raises(RecipeError, match=rf"recipe key '{key.split('.')[0].split('=')[0]}' does not apply to "
+                                          rf"objective {objective} \(it belongs to {owners}\)"):
+        load_recipe(None, [f"objective={objective}", key])
+
+
+def test_a_mistake_names_where_it_was_made_and_suggests_the_key(tmp_path):
+    with pytest.raises(RecipeError, match=r"^command-line override 'learning_rat=1e-4': unknown recipe key "
+                                          r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        load_recipe(None, ["learning_rat=1e-4"])
+    path = tmp_path / "r.yaml"
+    path.write_text("model:\n  lora: {rank: 4}\n")
+    with pytest.raises(RecipeError, match=rf"^{re.escape(str(path))}: unknown recipe key 'model.lora.rank' "
+                                          r"\(did you mean 'model.lora.r'\?\)"):
+        load_recipe(path)
 
 
 def test_numbers_in_recipe_files_may_be_written_as_yaml_1_1_leaves_them(tmp_path):
@@ -203,7 +247,9 @@ def test_malformed_recipe_files_are_errors(tmp_path, body, message):
 
 
 def test_image_tower_choices_are_the_towers_vision_builds():
-    from rewardlab.vision import IMAGE_TOWERS
+    from rewardlab.models.vision import IMAGE_TOWERS, build_image_tower
 
-    (f,) = [f for key, f, _ in LEAVES if key == "clip.image_tower"]
-    assert f.metadata["choices"] == IMAGE_TOWERS
+    (tp,) = [tp for key, _, _, tp in LEAVES if key == "clip.image_tower"]
+    assert typing.get_args(tp) == IMAGE_TOWERS
+    for name in IMAGE_TOWERS:
+        assert build_image_tower(name, pretrained=False).width > 0

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, free_port, synthetic_rows, write_jsonl
 from test_train import logged_losses
 

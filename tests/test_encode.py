@@ -1,9 +1,9 @@
 import torch
 
-from rewardlab.backbones import tiny_tokenizer
 from rewardlab.data.collate import PadCollator, score_positions
 from rewardlab.data.encode import EncodeReport, EncodingPolicy
-from rewardlab.data.formats import PreferencePair
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.models.loading import tiny_tokenizer
 
 PAIR = PreferencePair(prompt="abcdefghij", chosen="XYZ", rejected="UV")
 

@@ -1,4 +1,4 @@
-"""Ensembles (rewardlab.ensemble, rewardlab.ensemble_training) and weight averaging (rewardlab.averaging) on tiny
+"""Ensembles (rewardlab.inference.ensemble, rewardlab.training.ensembles) and weight averaging (rewardlab.inference.averaging) on tiny
 random backbones: training, plain-transformers members, combinations, batched adapters, averaging, serving, CLI."""
 
 import json
@@ -7,20 +7,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_rows, write_jsonl
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import synthetic_rows, write_jsonl
 from rewardlab.cli import main
-from rewardlab.backbones import load_backbone
-from rewardlab.config import LoraSettings, ModelSettings, RecipeError, load_recipe
-from rewardlab.ensemble import EnsembleRewardModel, combine, spread
-from rewardlab.ensemble_training import member_recipes, train_ensemble
-from rewardlab.rlhf import RewardFunction
-from rewardlab.save import load_info
-from rewardlab.scoring import RewardModel, load_scorer
-from rewardlab.serve import create_app
+from rewardlab.config import LoraSettings, ModelSettings, load_recipe
+from rewardlab.errors import RecipeError
+from rewardlab.inference.parts import combine, spread
+from rewardlab.inference.rlhf import RewardFunction
+from rewardlab.inference.scorer import RewardModel, load_scorer
+from rewardlab.inference.server import create_app
+from rewardlab.models.loading import load_backbone
+from rewardlab.models.saved import load_info
+from rewardlab.training.ensembles import member_recipes, train_ensemble
 
 PROMPTS = ["Request 1:", "Request 22:", "Request 333:", "Hi"]
 RESPONSES = [" thanks", " go away", " well so sure", " whatever"]
@@ -68,7 +69,7 @@ def test_members_load_in_plain_transformers_with_the_ensembles_member_rewards(en
         assert (out / "base-0" / "model.safetensors").is_file()
         assert all(not (out / m["path"] / "model.safetensors").exists() for m in manifest["members"])
     scorer = load_scorer(str(out))
-    assert isinstance(scorer, EnsembleRewardModel) and scorer.size == 3
+    assert isinstance(scorer, RewardModel) and scorer.size == 3
     members = scorer.score_members(PROMPTS, RESPONSES)
     for k, member in enumerate(manifest["members"]):
         mean = load_info(out / member["path"])["reward_mean"]  # members are centred at their reward mean
@@ -108,8 +109,8 @@ def test_combinations_against_hand_computed_values(ensembles):
     assert load_scorer(out, reward="mean").score(PROMPTS, RESPONSES) == pytest.approx(mean, abs=1e-6)
     assert load_scorer(out, std_weight=2.0).score(PROMPTS, RESPONSES) == pytest.approx(
         [m - 2 * s for m, s in zip(mean, std)], abs=1e-6)
-    summary = scorer.summary(rows, with_members=True)
-    assert summary["std"] == pytest.approx(std, abs=1e-6) and summary["members"] == rows
+    scores = scorer.scores(PROMPTS, RESPONSES)
+    assert scores.uncertainty == pytest.approx(std, abs=1e-6) and scores.members == rows
     # normalised members: each (r − mean_i) / std_i with its own statistics
     stats = [(load_info(Path(out, f"member-{k}"))["reward_mean"], load_info(Path(out, f"member-{k}"))["reward_std"])
              for k in range(3)]
@@ -119,17 +120,17 @@ def test_combinations_against_hand_computed_values(ensembles):
 
 def test_batched_adapters_equal_separate_forwards(ensembles):
     out = ensembles["lora"]
-    batched = EnsembleRewardModel.load(str(out), batch_adapters=True)
-    one_by_one = EnsembleRewardModel.load(str(out), batch_adapters=False)
-    [part] = batched.parts  # the base once, with three adapters
-    assert part[1] == ["member-0", "member-1", "member-2"]
+    batched = RewardModel.load(str(out), batch_adapters=True)
+    one_by_one = RewardModel.load(str(out), batch_adapters=False)
+    [(part, indices)] = batched.parts  # the base once, with three adapters
+    assert part.adapters == ["member-0", "member-1", "member-2"] and indices == [0, 1, 2]
     prompts, responses = PROMPTS * 3, [r * (1 + i % 4) for i, r in enumerate(RESPONSES * 3)]  # several lengths
     sequences = [batched.encode(p, r) for p, r in zip(prompts, responses)]
-    together = batched.forward_members(sequences)
-    assert one_by_one.forward_members(sequences) == [pytest.approx(m, abs=1e-5) for m in together]
+    together = batched.forward(sequences)
+    assert one_by_one.forward(sequences) == [pytest.approx(m, abs=1e-5) for m in together]
     for k in range(3):  # each member loaded alone (RewardModel over base + its adapter)
         alone = RewardModel.load(str(out / f"member-{k}"))
-        assert alone.forward(sequences) == pytest.approx(together[k], abs=1e-5)
+        assert alone.forward(sequences) == [pytest.approx(together[k], abs=1e-5)]
 
 
 def test_ensemble_of_two_backbones_scores_with_one_encoding(ensembles):
@@ -215,12 +216,12 @@ def test_average_refuses_members_of_other_architectures_or_initialisations(ensem
 def test_server_answers_uncertainty_and_members_and_get_reward_unchanged(ensembles):
     scorer = load_scorer(str(ensembles["lora"]))
     client = TestClient(create_app(scorer))
-    members = scorer.score_members(PROMPTS, RESPONSES)
-    summary = scorer.summary(members)
+    scores = scorer.scores(PROMPTS, RESPONSES)
+    members = scores.members
     answer = client.post("/score", json={"prompts": PROMPTS, "responses": RESPONSES}).json()
     assert answer.keys() == {"rewards", "uncertainty"}
-    assert answer["rewards"] == pytest.approx(summary["rewards"], abs=1e-5)
-    assert answer["uncertainty"] == pytest.approx(summary["std"], abs=1e-5)
+    assert answer["rewards"] == pytest.approx(scores.rewards, abs=1e-5)
+    assert answer["uncertainty"] == pytest.approx(scores.uncertainty, abs=1e-5)
     answer = client.post("/score", json={"prompts": PROMPTS, "responses": RESPONSES, "members": True}).json()
     assert answer["members"] == [pytest.approx(m, abs=1e-5) for m in members]
     texts = ["Request 1: thanks", "Request 2: go away"]
@@ -228,9 +229,13 @@ def test_server_answers_uncertainty_and_members_and_get_reward_unchanged(ensembl
     assert answer.keys() == {"rewards"} and answer["rewards"] == pytest.approx(scorer.score_texts(texts), abs=1e-5)
     assert client.get("/health").json()["members"] == 3
 
-    single = TestClient(create_app(RewardModel.load(str(ensembles["full"] / "member-0"))))
-    response = single.post("/score", json={"prompts": PROMPTS, "responses": RESPONSES, "members": True})
-    assert response.status_code == 422 and "not an ensemble" in response.json()["detail"]
+    # one model is an ensemble of one: its members are itself, and it has no spread to report unasked
+    alone = RewardModel.load(str(ensembles["full"] / "member-0"))
+    single = TestClient(create_app(alone))
+    answer = single.post("/score", json={"prompts": PROMPTS, "responses": RESPONSES, "members": True}).json()
+    assert answer.keys() == {"rewards", "members"}
+    assert answer["members"] == [pytest.approx(answer["rewards"], abs=1e-7)]
+    assert answer["rewards"] == pytest.approx(alone.score(PROMPTS, RESPONSES), abs=1e-5)
     assert single.post("/score", json={"prompts": PROMPTS, "responses": RESPONSES}).json().keys() == {"rewards"}
 
 

@@ -8,19 +8,20 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
 from conftest import REPO, write_jsonl
 from families import ENCODERS, FAMILIES, LAYOUTS, TOKENIZERS, build_checkpoint
-from rewardlab.backbones import load_backbone
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
 from rewardlab.cli import main
 from rewardlab.config import ModelSettings, load_recipe
 from rewardlab.data.collate import PackedCollator, PadCollator
 from rewardlab.data.encode import EncodingPolicy
-from rewardlab.data.formats import read_pairs
-from rewardlab.model import RewardModule, output_layer
-from rewardlab.scoring import RewardModel
-from rewardlab.train import train
+from rewardlab.data.pairs import read_pairs
+from rewardlab.inference.scorer import RewardModel
+from rewardlab.models.heads import output_layer
+from rewardlab.models.loading import load_backbone
+from rewardlab.models.reward import RewardNetwork
+from rewardlab.training.loop import train
 
 DEV = REPO / "data" / "prefs-dev.jsonl"
 ROWS = [json.loads(line) for line in DEV.read_text().splitlines()[:24]]
@@ -43,7 +44,7 @@ def checkpoint(tmp_path_factory):
     return get
 
 
-def spread_head(module: RewardModule) -> None:
+def spread_head(module: RewardNetwork) -> None:
     """Scale the fresh head's output layer up, so rewards differ by much more than the tolerance and equality means
     something. Only the last layer: scaling a two-layer head (RoBERTa, ELECTRA) in both would amplify float32
     rounding by 300² and fail exact computations at 1e-4."""
@@ -53,7 +54,7 @@ def spread_head(module: RewardModule) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_layout_a_family_supports_gives_the_padded_rewards(family, checkpoint):
     backbone = load_backbone(ModelSettings(name=str(checkpoint(family))))
-    module = RewardModule(backbone.model, backbone.encoder).eval()
+    module = RewardNetwork(backbone.model, backbone.encoder).eval()
     layouts, why = module.layouts()
     assert layouts == LAYOUTS[family], why
     assert bool(why) == (layouts == ("padded",))  # a family limited to padded says why

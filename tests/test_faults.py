@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import REPO
-from rewardlab import train as train_module
-from rewardlab.checkpoints import PROGRESS_FILE, Progress, complete_checkpoints, mark_complete, prune
-from rewardlab.config import RecipeError
-from rewardlab.tasks.reward import RewardTask
-from rewardlab.train import TrainingError, latest_checkpoint, train
+from safetensors.torch import load_file
 from test_train import logged_losses, make_recipe
+
+from rewardlab.errors import RecipeError, TrainingError
+from rewardlab.tasks.reward import RewardTask
+from rewardlab.training import loop as train_module
+from rewardlab.training.checkpoints import PROGRESS_FILE, Progress, complete_checkpoints, mark_complete, prune
+from rewardlab.training.loop import latest_checkpoint, train
 
 # Stops the process with SIGKILL at the moment $KILL_AT names (a real kill -9: no handler, no cleanup runs):
 #   backward:N   during the N-th backward pass (mid-step)
@@ -240,7 +240,7 @@ def test_an_output_folder_that_cannot_be_written_fails_before_training(tmp_path,
     with pytest.raises(RecipeError, match="'output_dir': cannot write into .*taken/run"):
         train(make_recipe(tmp_path / "b", f"output_dir={tmp_path / 'taken' / 'run'}"))
 
-    from rewardlab import checkpoints
+    from rewardlab.training import checkpoints
 
     monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 2**16})())
     recipe = make_recipe(tmp_path / "c")  # tiny-llama: 27,040 float32 weights, all trained: 0.4 MiB

@@ -2,12 +2,13 @@ import csv
 import json
 
 import pytest
+from conftest import write_jsonl
 from jinja2 import TemplateError
 
-from conftest import write_jsonl
-from rewardlab.backbones import tiny_tokenizer
 from rewardlab.data.encode import EncodingPolicy
-from rewardlab.data.formats import DataError, implicit_prompt, read_pairs
+from rewardlab.data.pairs import implicit_prompt, read_pairs
+from rewardlab.errors import DataError
+from rewardlab.models.loading import tiny_tokenizer
 
 HH_CHOSEN = "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you ask?\n\nHuman: Locked out.\n\nAssistant: Call a locksmith."
 HH_REJECTED = "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you ask?\n\nHuman: Locked out.\n\nAssistant: Use a pin."

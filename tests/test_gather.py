@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import free_port
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import free_port
 from rewardlab.objectives import SimCSELoss
 from rewardlab.objectives.core import gather_with_grad
 

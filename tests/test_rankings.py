@@ -8,16 +8,16 @@ import re
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA, needs_shared_data, write_jsonl
-from rewardlab.config import RecipeError, load_recipe
+
+from rewardlab.config import load_recipe
 from rewardlab.data.collate import PackedCollator, PadCollator
 from rewardlab.data.encode import EncodingPolicy
-from rewardlab.data.formats import DataError
 from rewardlab.data.groups import read_groups
-from rewardlab.model import RewardModule
+from rewardlab.errors import DataError, RecipeError
+from rewardlab.models.reward import RewardNetwork
 from rewardlab.objectives import BradleyTerryLoss, PlackettLuceLoss
-from rewardlab.train import train
+from rewardlab.training.loop import train
 
 LEVELS = [["superb", "wonderful"], ["good", "fine"], ["meh", "so-so"], ["awful", "terrible"]]
 
@@ -110,7 +110,7 @@ def test_k_responses_in_one_row_give_the_padded_rewards(tiny, tmp_path, name):
     backbone = tiny[name]
     model = copy.deepcopy(backbone.model).eval()
     (model.score if hasattr(model, "score") else model.classifier).weight.data *= 1000
-    module = RewardModule(model, backbone.encoder)
+    module = RewardNetwork(model, backbone.encoder)
     groups, _ = read_groups(str(write_jsonl(tmp_path / "r.jsonl", ranking_rows(6))))
     policy = EncodingPolicy(backbone.tokenizer, backbone.encoder, max_length=128)
     examples, _ = policy.encode_pairs(groups)

@@ -1,13 +1,13 @@
 """Smoke runs on the real preference data in ../shared/data (skipped where it is absent)."""
 
 import pytest
-
 from conftest import SHARED_DATA, needs_shared_data
-from rewardlab.backbones import tiny_tokenizer
+
 from rewardlab.config import load_recipe
 from rewardlab.data.encode import EncodingPolicy
-from rewardlab.data.formats import read_pairs
-from rewardlab.train import train
+from rewardlab.data.pairs import read_pairs
+from rewardlab.models.loading import tiny_tokenizer
+from rewardlab.training.loop import train
 
 HH_TRAIN, HH_DEV = SHARED_DATA / "hh-harmless-train.jsonl", SHARED_DATA / "hh-harmless-dev.jsonl"
 pytestmark = needs_shared_data

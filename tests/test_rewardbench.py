@@ -6,35 +6,39 @@ import json
 import pytest
 import torch
 import transformers
-
 from conftest import SHARED_DATA, needs_shared_data, write_jsonl
 from families import ENCODER, wordpiece
+
 from rewardlab.cli import main
-from rewardlab.data.rows import DataError
-from rewardlab.rewardbench import build_report, load_sections, read_bench, score_rows
-from rewardlab.scoring import RewardModel
+from rewardlab.errors import DataError
+from rewardlab.evaluation.rewardbench import build_report, load_sections, read_bench
+from rewardlab.inference.bench import score_rows
+from rewardlab.inference.scorer import RewardModel, Scores
 
 
 class Table:
-    """A model whose reward is written in the response: ``"... =2.5"`` scores 2.5."""
+    """A model whose reward is written in the response: ``"... =2.5"`` scores 2.5 (a scorer of one member)."""
+
+    size, name = 1, "table"
 
     def score(self, prompts, responses):
         assert len(prompts) == len(responses)
         return [float(r.rsplit("=", 1)[1]) for r in responses]
 
+    def scores(self, prompts, responses):
+        rewards = self.score(prompts, responses)
+        return Scores(rewards, [rewards])
+
 
 class Ensemble(Table):
-    """Two members: ``"=a,b"`` gives member rewards a and b; ``score`` is their mean."""
+    """Two members: ``"=a,b"`` gives member rewards a and b; the reward is their mean."""
 
-    def score(self, prompts, responses):
-        return self.combine(self.score_members(prompts, responses))
+    size = 2
 
-    def combine(self, members):
-        return [sum(m) / 2 for m in zip(*members)]
-
-    def score_members(self, prompts, responses):
+    def scores(self, prompts, responses):
         values = [[float(v) for v in r.rsplit("=", 1)[1].split(",")] for r in responses]
-        return [[v[0] for v in values], [v[1] for v in values]]
+        members = [[v[0] for v in values], [v[1] for v in values]]
+        return Scores([sum(m) / 2 for m in zip(*members)], members)
 
 
 def pair(subset, chosen, rejected, **extra):

@@ -7,12 +7,13 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM
 from trl import GRPOConfig, GRPOTrainer
 
-from rewardlab.backbones import load_backbone, tiny_tokenizer
 from rewardlab.config import ModelSettings
-from rewardlab.rlhf import RewardFunction
-from rewardlab.save import save_reward_model
-from rewardlab.scoring import RewardModel, ScoringError
-from rewardlab.serve import create_app
+from rewardlab.errors import ScoringError
+from rewardlab.inference.rlhf import RewardFunction
+from rewardlab.inference.scorer import RewardModel
+from rewardlab.inference.server import create_app
+from rewardlab.models.loading import load_backbone, tiny_tokenizer
+from rewardlab.models.saved import save_reward_model
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 import torch
+from conftest import write_jsonl
 from transformers import AutoTokenizer
 
-from conftest import write_jsonl
 from rewardlab.cli import main
-from rewardlab.scoring import RewardModel
+from rewardlab.inference.scorer import RewardModel
 
 
 def read_jsonl(path):

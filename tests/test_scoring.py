@@ -6,10 +6,11 @@ from transformers import AutoModelForSequenceClassification
 
 from rewardlab.data.collate import PadCollator
 from rewardlab.data.encode import EncodingPolicy
-from rewardlab.data.formats import parse_row
-from rewardlab.evaluate import score_pairs
-from rewardlab.save import save_reward_model
-from rewardlab.scoring import RewardModel, ScoringError
+from rewardlab.data.pairs import parse_row
+from rewardlab.errors import ScoringError
+from rewardlab.evaluation.preferences import score_pairs
+from rewardlab.inference.scorer import RewardModel
+from rewardlab.models.saved import save_reward_model
 
 
 def varied_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -23,20 +24,20 @@ def varied_inputs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
 def test_token_budget_batches_equal_one_at_a_time_in_input_order(tiny, name):
     b = tiny[name]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder, max_length=64, token_budget=256)
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder, max_length=64, token_budget=256)
     prompts, responses = varied_inputs(40)
     sequences = [rm.encode(p, r) for p, r in zip(prompts, responses)]
     batches = rm.batches([len(s) for s in sequences])
     assert 1 < len(batches) < 40 and sorted(i for batch in batches for i in batch) == list(range(40))
     assert all(len(batch) * max(len(sequences[i]) for i in batch) <= 256 for batch in batches)
 
-    one_at_a_time = [rm.forward([s])[0] for s in sequences]
+    one_at_a_time = [rm.forward([s])[0][0] for s in sequences]  # one member, one sequence
     assert rm.score(prompts, responses) == pytest.approx(one_at_a_time, abs=1e-5)
 
 
 def test_batches_keep_to_the_budget_and_the_minimum_fill(tiny):
     b = tiny["tiny-llama"]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder, token_budget=250)
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder, token_budget=250)
     rm.min_fill = 0.5
     assert rm.batches([100] * 5) == [[0, 1], [2, 3], [4]]  # 2 × 100 ≤ 250 < 3 × 100
     rm.token_budget = 1000
@@ -69,13 +70,13 @@ def test_scores_are_plain_transformers_on_training_encoding(tiny, tmp_path):
     encoder = EncodingPolicy(tok, False, 64)  # rejected = chosen, so the pair cuts the prompt as a single response does
     pairs, _ = encoder.encode_pairs([parse_row({"prompt": p, "chosen": r, "rejected": r}, "t", None)
                                      for p, r in zip(prompts, responses)])
-    chosen, _ = score_pairs(rm.module, pairs, PadCollator(tok.pad_token_id, False), 4, "cpu")
+    chosen, _ = score_pairs(rm.network, pairs, PadCollator(tok.pad_token_id, False), 4, "cpu")
     assert chosen == pytest.approx(scores, abs=1e-5)
 
 
 def test_long_prompt_is_cut_from_the_left_and_response_kept(tiny):
     b = tiny["tiny-llama"]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder, max_length=32)
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder, max_length=32)
     ids = rm.encode("x" * 100, " the answer")
     response = b.tokenizer(" the answer", add_special_tokens=False)["input_ids"] + [b.tokenizer.eos_token_id]
     assert len(ids) == 32 and ids[0] == b.tokenizer.bos_token_id and ids[-len(response) :] == response
@@ -84,7 +85,7 @@ def test_long_prompt_is_cut_from_the_left_and_response_kept(tiny):
 
 def test_chat_inputs_encode_like_conversational_training_rows(tiny):
     b = tiny["tiny-llama"]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder)
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder)
     prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
     reply = [{"role": "assistant", "content": "Hello."}]
 
@@ -103,7 +104,7 @@ def test_chat_inputs_encode_like_conversational_training_rows(tiny):
 
 def test_whole_texts_do_not_double_special_tokens(tiny):
     b = tiny["tiny-llama"]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder)
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder)
     plain = rm.encode("", "Q: hi A: yo")
     assert rm.encode_text("<s>Q: hi A: yo</s><pad><pad>") == rm.encode_text("Q: hi A: yo") == plain
     assert rm.score_texts(["Q: hi A: yo"]) == pytest.approx(rm.score([""], ["Q: hi A: yo"]))
@@ -111,16 +112,16 @@ def test_whole_texts_do_not_double_special_tokens(tiny):
 
 def test_normalize_uses_saved_statistics(tiny):
     b = tiny["tiny-llama"]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.5, "reward_std": 2.0})
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.5, "reward_std": 2.0})
     raw = rm.score(["a", "b"], [" c", " d"])
     assert rm.score(["a", "b"], [" c", " d"], normalize=True) == pytest.approx([(r - 0.5) / 2.0 for r in raw])
     with pytest.raises(ScoringError, match="reward mean and std"):
-        RewardModel(b.model, b.tokenizer, b.encoder).score(["a"], [" c"], normalize=True)
+        RewardModel.of(b.model, b.tokenizer, b.encoder).score(["a"], [" c"], normalize=True)
 
 
 def test_rank_orders_candidates_best_first(tiny):
     b = tiny["tiny-bert"]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder)
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder)
     candidates = [" one", " two two", " three three three", " four"]
     scores = rm.score(["Pick:"] * 4, candidates)
     ranking = rm.rank("Pick:", candidates)
@@ -130,7 +131,7 @@ def test_rank_orders_candidates_best_first(tiny):
 
 def test_bad_inputs_are_clear_errors(tiny):
     b = tiny["tiny-llama"]
-    rm = RewardModel(b.model, b.tokenizer, b.encoder)
+    rm = RewardModel.of(b.model, b.tokenizer, b.encoder)
     with pytest.raises(ScoringError, match="2 prompts but 1 responses"):
         rm.score(["a", "b"], ["c"])
     with pytest.raises(ScoringError, match="must be lists"):

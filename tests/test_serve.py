@@ -8,15 +8,16 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from rewardlab import serve as serve_module
-from rewardlab.scoring import RewardModel, ScoringError
-from rewardlab.serve import create_app
+from rewardlab.errors import ScoringError
+from rewardlab.inference import server as serve_module
+from rewardlab.inference.scorer import RewardModel
+from rewardlab.inference.server import create_app
 
 
 @pytest.fixture(scope="module")
 def reward_model(tiny):
     b = tiny["tiny-llama"]
-    return RewardModel(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.01, "reward_std": 0.02}, max_length=64)
+    return RewardModel.of(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.01, "reward_std": 0.02}, max_length=64)
 
 
 def count_forward_passes(monkeypatch, reward_model, delay: float = 0.0) -> list[int]:
@@ -242,13 +243,13 @@ def test_an_unscorable_item_is_422_naming_it(client, reward_model, monkeypatch):
 
 def test_normalize_without_statistics_is_422(tiny):
     b = tiny["tiny-llama"]
-    with TestClient(create_app(RewardModel(b.model, b.tokenizer, b.encoder))) as client:
+    with TestClient(create_app(RewardModel.of(b.model, b.tokenizer, b.encoder))) as client:
         response = client.post("/score", json={"prompts": ["a"], "responses": ["b"], "normalize": True})
     assert response.status_code == 422 and "reward mean and std" in response.json()["detail"]
 
 
 def test_a_model_with_non_finite_rewards_is_refused_at_start(reward_model, monkeypatch):
-    monkeypatch.setattr(reward_model, "forward", lambda sequences: [math.nan] * len(sequences))
+    monkeypatch.setattr(reward_model, "forward", lambda sequences: [[math.nan] * len(sequences)])
     with pytest.raises(ScoringError, match=r"non-finite reward \(nan\) to a probe text.*refusing to serve"):
         create_app(reward_model)
 
@@ -256,8 +257,8 @@ def test_a_model_with_non_finite_rewards_is_refused_at_start(reward_model, monke
 def test_non_finite_rewards_for_some_inputs_are_a_500_that_says_so(reward_model, monkeypatch):
     """Never NaN in the body (not JSON); the server goes on serving the inputs it can score."""
     app, forward = create_app(reward_model), reward_model.forward
-    monkeypatch.setattr(reward_model, "forward", lambda sequences: [
-        math.inf if len(s) > 30 else r for s, r in zip(sequences, forward(sequences))])
+    monkeypatch.setattr(reward_model, "forward", lambda sequences: [[
+        math.inf if len(s) > 30 else r for s, r in zip(sequences, forward(sequences)[0])]])
     with TestClient(app) as client:
         response = client.post("/score", json={"prompts": ["a", "b" * 40], "responses": ["c", "d"]})
         assert response.status_code == 500

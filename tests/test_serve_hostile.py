@@ -12,23 +12,24 @@ import time
 import httpx
 import pytest
 import torch
+from conftest import REPO, free_port
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from rewardlab.backbones import load_backbone
 from rewardlab.cli import main
 from rewardlab.config import ModelSettings
-from rewardlab.save import save_reward_model
-from rewardlab.scoring import RewardModel, ScoringError
-from rewardlab.serve import create_app
-from conftest import REPO, free_port
+from rewardlab.errors import ScoringError
+from rewardlab.inference.scorer import RewardModel
+from rewardlab.inference.server import create_app
+from rewardlab.models.loading import load_backbone
+from rewardlab.models.saved import save_reward_model
 
 
 @pytest.fixture(scope="module")
 def reward_model(tiny):
     b = tiny["tiny-llama"]
-    return RewardModel(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.01, "reward_std": 0.02}, max_length=64)
+    return RewardModel.of(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.01, "reward_std": 0.02}, max_length=64)
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +259,7 @@ def test_a_model_with_its_own_code_is_refused_without_the_flag(saved_folder, tmp
     with pytest.raises(ScoringError, match="ships its own Python code .*--trust-remote-code"):
         RewardModel.load(str(folder))
     served = []
-    monkeypatch.setattr("rewardlab.serve.serve", lambda model, *args, **kwargs: served.append(model))
+    monkeypatch.setattr("rewardlab.inference.server.serve", lambda model, *args, **kwargs: served.append(model))
     assert main(["serve", str(folder)]) == 2 and not served
     assert "--trust-remote-code" in capsys.readouterr().err
     assert not ran.exists()
@@ -267,7 +268,7 @@ def test_a_model_with_its_own_code_is_refused_without_the_flag(saved_folder, tmp
 def test_serve_listens_on_loopback_unless_told_and_passes_its_flags(saved_folder, monkeypatch, capsys):
     loaded, served = [], []
     monkeypatch.setattr(RewardModel, "load", classmethod(lambda cls, *args, **kwargs: loaded.append(kwargs) or "rm"))
-    monkeypatch.setattr("rewardlab.serve.serve", lambda model, host, port, **options: served.append(host))
+    monkeypatch.setattr("rewardlab.inference.server.serve", lambda model, host, port, **options: served.append(host))
     assert main(["serve", str(saved_folder)]) == 0
     assert main(["serve", str(saved_folder), "--host", "0.0.0.0", "--trust-remote-code"]) == 0
     assert served == ["127.0.0.1", "0.0.0.0"]

@@ -14,10 +14,9 @@ import sys
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
 from conftest import REPO, free_port, synthetic_rows, write_jsonl
 from test_train import logged_losses
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 DRIVER = '''
 import sys
@@ -79,7 +78,7 @@ def run(tmp_path, name, sharded, overrides):
     assert result.returncode == 0, result.stderr[-3000:]
     if sharded:  # the model really was sharded: FSDP 2 turned its parameters into DTensors
         # ... one shard group per decoder layer (tiny-llama has 2) and the root
-        assert "prepared: FSDP FSDPRewardModule ['DTensor'] 3 units" in result.stdout, result.stdout[-2000:]
+        assert "prepared: FSDP FSDPRewardNetwork ['DTensor'] 3 units" in result.stdout, result.stdout[-2000:]
     return out
 
 

@@ -12,15 +12,17 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModel, AutoTokenizer
 
-from rewardlab.backbones import tiny_config, tiny_tokenizer
 from rewardlab.cli import main
-from rewardlab.config import RecipeError, load_recipe
-from rewardlab.data.formats import DataError
-from rewardlab.evaluate_sts import average_ranks, embed, read_sts, spearman
-from rewardlab.heads import pool
+from rewardlab.config import load_recipe
+from rewardlab.data.sts import read_sts
+from rewardlab.errors import DataError, RecipeError
+from rewardlab.evaluation.sts import average_ranks, embed, spearman
+from rewardlab.models.loading import tiny_config, tiny_tokenizer
+from rewardlab.models.poolers import pool
+from rewardlab.models.sentence import load_sentence_encoder
 from rewardlab.objectives import SimCSELoss
-from rewardlab.tasks.simcse import SimCSETask, load_sentence_encoder, read_sentence_pairs, read_sentences
-from rewardlab.train import train
+from rewardlab.tasks.simcse import SimCSETask, read_sentence_pairs, read_sentences
+from rewardlab.training.loop import train
 
 # A tiny world of 48 meanings, each said with synonyms: only training on paraphrase pairs can tell that "a guy is
 # jogging" and "a man is running" mean the same thing, which is what the STS scores (shared meanings, 0-3) measure.

@@ -6,21 +6,22 @@ import json
 
 import pytest
 import torch
+from conftest import REPO, write_jsonl
+from families import TOKENIZERS, build_checkpoint
 from fastapi.testclient import TestClient
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import REPO, write_jsonl
-from families import TOKENIZERS, build_checkpoint
 from rewardlab.cli import main
 from rewardlab.config import load_recipe
 from rewardlab.data.encode import EncodeReport, EncodingPolicy
-from rewardlab.data.formats import parse_row
-from rewardlab.evaluate import score_pairs
-from rewardlab.scoring import RewardModel
-from rewardlab.serve import create_app
+from rewardlab.data.examples import load_pairs
+from rewardlab.data.pairs import parse_row
+from rewardlab.evaluation.preferences import score_pairs
+from rewardlab.inference.scorer import RewardModel
+from rewardlab.inference.server import create_app
 from rewardlab.tasks import reward as reward_task
-from rewardlab.tasks.reward import load_pairs, make_collator, resolve_layout
-from rewardlab.train import train
+from rewardlab.tasks.reward import make_collator, resolve_layout
+from rewardlab.training.loop import train
 
 ROWS = [json.loads(line) for line in (REPO / "data" / "prefs-dev.jsonl").read_text().splitlines()[:16]]
 # HH-style rows: the prompt ends in "Assistant:", the response starts with a space; and one cut past max_length
@@ -59,9 +60,9 @@ def plain_transformers(folder, texts: list[str], chat: bool) -> list[float]:
 
 def other_paths(folder, data, tmp_path, prompts, responses, joined, chat: bool) -> dict[str, list[float]]:
     rm = RewardModel.load(str(folder))
-    layout, _ = resolve_layout("auto", rm.module)
+    layout, _ = resolve_layout("auto", rm.network)
     encoded = load_pairs(str(data), "train", rm.policy, lambda _: None)
-    evaluated, _ = score_pairs(rm.module, encoded, make_collator(layout, rm.module), 4, "cpu")  # rewardlab eval
+    evaluated, _ = score_pairs(rm.network, encoded, make_collator(layout, rm.network), 4, "cpu")  # rewardlab eval
     score_in = write_jsonl(tmp_path / "score.jsonl", [{"prompt": p, "response": r} for p, r in zip(prompts, responses)])
     assert main(["score", str(folder), "--input", str(score_in), "--output", str(tmp_path / "scored.jsonl")]) == 0
     scored = [json.loads(line)["reward"] for line in (tmp_path / "scored.jsonl").read_text().splitlines()]

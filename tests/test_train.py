@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import synthetic_rows, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from conftest import synthetic_rows, write_jsonl
-from rewardlab import train as train_module
-from rewardlab.backbones import load_backbone
 from rewardlab.config import load_recipe
-from rewardlab.train import train
+from rewardlab.models.loading import load_backbone
+from rewardlab.training import loop as train_module
+from rewardlab.training.loop import train
 
 
 def make_recipe(tmp_path: Path, *overrides: str, rows: int = 48):
@@ -80,15 +80,15 @@ def test_saved_model_reloads_in_plain_transformers_with_identical_scores(tmp_pat
 
     # plain transformers on raw text gives the same reward as rewardlab's batched, padded path
     from rewardlab.data.collate import PadCollator
-    from rewardlab.data.formats import read_pairs
-    from rewardlab.evaluate import score_pairs
-    from rewardlab.scoring import RewardModel
+    from rewardlab.data.pairs import read_pairs
+    from rewardlab.evaluation.preferences import score_pairs
+    from rewardlab.inference.scorer import RewardModel
 
     rm = RewardModel.load(str(out))
     pairs, _ = read_pairs(recipe.eval_data)
     encoded, _ = rm.policy.encode_pairs(pairs[:6])
-    chosen, _ = score_pairs(rm.module, encoded, PadCollator(rm.tokenizer.pad_token_id, rm.module.encoder), 4, "cpu")
-    eos = "" if rm.module.encoder else rm.tokenizer.eos_token
+    chosen, _ = score_pairs(rm.network, encoded, PadCollator(rm.tokenizer.pad_token_id, rm.network.encoder), 4, "cpu")
+    eos = "" if rm.network.encoder else rm.tokenizer.eos_token
     plain = plain_transformers_rewards(out, [p.prompt + p.chosen + eos for p in pairs[:6]])
     assert plain == pytest.approx(chosen, abs=1e-5)
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rewardlab.uncertainty import (
+from rewardlab.evaluation.uncertainty import (
     accuracy,
     calibration,
     disagreement,

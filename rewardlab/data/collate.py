@@ -38,7 +38,7 @@ class PairBatch:
     - ``position_ids``: (r, s) for packed/prefix-shared (restarting per sequence), None for padded
     - ``blocks``: packed/prefix-shared: (k, 5) attention blocks, (row, start, end, prompt start, prompt end): the
       queries ``start:end`` attend to the keys ``prompt start:prompt end`` and ``start:end`` (causally in causal
-      LMs); a prompt and its first response form one block (see :class:`rewardlab.attention.AttentionBlocks`)
+      LMs); a prompt and its first response form one block (see :class:`rewardlab.models.attention.AttentionBlocks`)
     - ``score_index``: (n,) flat index into the r·s tokens of each reward token
     - ``response_lengths``: (n,) tokens in each response (for the length-bias diagnostic)
     - ``edges``: (e, 2) indices into the n rewards, (better, worse); ``margin``: (e,) (0 where absent);

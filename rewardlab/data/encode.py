@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from rewardlab.data.formats import DataError, PreferencePair
+from rewardlab.data.pairs import PreferencePair
+from rewardlab.errors import DataError, ScoringError
 
 # A prompt or a response: plain text, or a list of {"role", "content"} messages rendered with the chat template.
 Text = str | list[dict]
 
 
-class EncodingError(DataError):
-    """An input the policy cannot encode (bad messages, a chat template that raises); the message says why."""
 
 
 @dataclass
@@ -169,25 +168,25 @@ class EncodingPolicy:
         """(prompt text, whole conversation text) of messages: the prompt with the generation prompt, the whole with
         the reply; a string reply is the assistant's message."""
         if not self.tokenizer.chat_template:
-            raise EncodingError("messages need a tokenizer with a chat template; this model's tokenizer has none")
+            raise ScoringError("messages need a tokenizer with a chat template; this model's tokenizer has none")
         if not is_messages(prompt):
-            raise EncodingError(f"a conversation's prompt must be a list of {{role, content}} messages (and a "
+            raise ScoringError(f"a conversation's prompt must be a list of {{role, content}} messages (and a "
                                 f"plain-text prompt needs a plain-text response), got {type(prompt).__name__}")
         reply = [{"role": "assistant", "content": response}] if isinstance(response, str) else response
         if not is_messages(reply) or not reply:
-            raise EncodingError(f"a response must be a string or a non-empty list of {{role, content}} messages, "
+            raise ScoringError(f"a response must be a string or a non-empty list of {{role, content}} messages, "
                                 f"got {reply!r:.80}")
         prompt_text = self.render(prompt, True) if prompt else ""
         whole = self.render(prompt + reply, False)
         if not whole.startswith(prompt_text):
-            raise EncodingError("the chat template does not render the prompt as a prefix of the conversation")
+            raise ScoringError("the chat template does not render the prompt as a prefix of the conversation")
         return prompt_text, whole
 
     def render(self, messages: list[dict], generation_prompt: bool) -> str:
         try:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
         except Exception as e:  # jinja2's TemplateError and friends: the template refused the user's messages
-            raise EncodingError(f"the chat template refused these messages: {type(e).__name__}: {e}") from None
+            raise ScoringError(f"the chat template refused these messages: {type(e).__name__}: {e}") from None
 
     @property
     def chat_renderer(self):
@@ -202,7 +201,7 @@ class EncodingPolicy:
         return (*self.render_chat(prompt, response), True)
 
     def pair_texts(self, pair: PreferencePair) -> tuple[str, str, str]:
-        """(prompt, chosen whole text, rejected whole text) of a row read by :mod:`rewardlab.data.formats`, whose
+        """(prompt, chosen whole text, rejected whole text) of a row read by :mod:`rewardlab.data.pairs`, whose
         conversations are already rendered (``pair.chat``)."""
         if pair.chat:
             return pair.prompt, pair.prompt + pair.chosen, pair.prompt + pair.rejected
@@ -216,7 +215,7 @@ class EncodingPolicy:
         try:
             return self.tokenizer(text, add_special_tokens=not chat, verbose=False)["input_ids"]
         except (TypeError, ValueError) as e:  # e.g. a lone surrogate, which no tokenizer takes
-            raise EncodingError(f"text cannot be tokenized ({type(e).__name__}: {e})") from None
+            raise ScoringError(f"text cannot be tokenized ({type(e).__name__}: {e})") from None
 
     @functools.cached_property
     def _chars_per_token(self) -> int:
@@ -287,15 +286,15 @@ class EncodingPolicy:
         texts = [self.texts(prompt, r) for r in responses]
         chat = texts[0][2]
         if any(t[2] != chat for t in texts):
-            raise EncodingError("the candidates of one prompt must all be plain text or all be messages")
+            raise ScoringError("the candidates of one prompt must all be plain text or all be messages")
         return self.encode_group(texts[0][0], [t[1] for t in texts], chat, report)
 
     def encode_pair(self, pair: PreferencePair, report: EncodeReport) -> EncodedPair | None:
         prompt, chosen, rejected = self.pair_texts(pair)
         try:
             fitted = self.encode_group(prompt, [chosen, rejected], pair.chat, report, self.truncation == "drop")
-        except EncodingError as e:
-            raise EncodingError(f"{pair.origin}: {e}") from None
+        except ScoringError as e:
+            raise ScoringError(f"{pair.origin}: {e}") from None
         if fitted is None:
             report.dropped.append(pair.origin)
             return None
@@ -310,8 +309,8 @@ class EncodingPolicy:
             wholes = [self.texts(group.prompt, r)[1] for r in group.responses]
         try:
             fitted = self.encode_group(group.prompt, wholes, group.chat, report, self.truncation == "drop")
-        except EncodingError as e:
-            raise EncodingError(f"{group.origin}: {e}") from None
+        except ScoringError as e:
+            raise ScoringError(f"{group.origin}: {e}") from None
         if fitted is None:
             report.dropped.append(group.origin)
             return None
@@ -365,7 +364,7 @@ class EncodingPolicy:
                              [{"role": "user", "content": "\x03"}], [{"role": "user", "content": "\x04"}]):
             try:
                 renders.append(self.render(conversation, False))
-            except EncodingError:
+            except ScoringError:
                 continue
         if len(renders) < 2:
             return ""
@@ -375,5 +374,5 @@ class EncodingPolicy:
     @staticmethod
     def _checked(ids: list[int]) -> list[int]:
         if not ids:
-            raise EncodingError("an empty text with no special tokens has nothing to read a reward from")
+            raise ScoringError("an empty text with no special tokens has nothing to read a reward from")
         return ids

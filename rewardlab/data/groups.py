@@ -3,7 +3,7 @@
 - **Rankings**: ``{"prompt", "responses": [...], "ranks": [...]}`` (1 = best; equal ranks are ties) or
   ``{"prompt", "responses": [...], "scores": [...]}`` (UltraFeedback-style ratings, higher = better; equal scores are
   ties). Every two responses of different rank are a comparison; tied responses are never compared.
-- **Preference graphs**: ordinary pair files (every format :mod:`rewardlab.data.formats` reads) with
+- **Preference graphs**: ordinary pair files (every format :mod:`rewardlab.data.pairs` reads) with
   ``group_by_prompt: true``: the pairs that share a prompt become one group, each distinct response appears once,
   and every labelled pair is an edge (PandaLM's test set has 836 pairs over 153 prompts).
 
@@ -21,8 +21,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rewardlab.data.formats import DataError, iter_rows, parse_row, read_pairs
+from rewardlab.data.pairs import iter_rows, parse_row, read_pairs
 from rewardlab.data.rows import optional_text
+from rewardlab.errors import DataError
 
 
 @dataclass
@@ -74,7 +75,7 @@ def parse_ranking(row: dict, origin: str, render_chat: Callable[[list, bool], st
 
 
 def _response_texts(prompt, responses: list, origin: str, render_chat) -> tuple[list[str], bool]:
-    """[prompt text, response texts...], conversations rendered as :func:`~rewardlab.data.formats.parse_row`
+    """[prompt text, response texts...], conversations rendered as :func:`~rewardlab.data.pairs.parse_row`
     renders a pair (each response is the rest of its whole rendered conversation)."""
     texts = []
     for k, response in enumerate(responses):

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rewardlab.data.rows import FILE_SUFFIXES, DataError, iter_rows, optional_text, read_text, text
+from rewardlab.data.rows import FILE_SUFFIXES, iter_rows, optional_text, read_text, text
+from rewardlab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 SHAPES = ("circle", "square", "triangle", "cross")

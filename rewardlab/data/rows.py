@@ -31,14 +31,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from rewardlab.errors import DataError
+
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 MAX_DEPTH = 100  # nesting levels of a JSON row; messages need 3, and this keeps every later step clear of recursion
 PARQUET_BATCH = 1024  # rows decoded at a time
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class DataError(ValueError):
-    """A data file or row cannot be used; the message names the file and line (or row)."""
 
 
 class TextRow(dict):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rewardlab.data.rows import DataError, describe, iter_rows, number, text, text_lines
+from rewardlab.data.rows import describe, iter_rows, number, text, text_lines
+from rewardlab.errors import DataError
 
 
 def read_sentences(source: str, columns: list[str], split: str = "train") -> tuple[list[tuple[str]], str]:
@@ -49,3 +50,10 @@ def read_sentence_pairs(source: str, columns: list[str], hard_negative: str | No
     if not examples:
         raise DataError(f"{source}: no sentence pairs{kept}")
     return examples, f"{len(examples)} pairs{kept} from {rows} rows" + (" with hard negatives" if hard_negative else "")
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int):
+    """Right-padded token ids and attention mask (n, s), cut at ``max_length`` tokens: the one encoding that training,
+    evaluation and sentence-transformers use."""
+    return tokenizer(texts, padding=True, truncation=True, max_length=max_length, padding_side="right",
+                     return_tensors="pt")

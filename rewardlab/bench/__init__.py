@@ -1,1 +1,0 @@
-"""Benchmarks that compare rewardlab with other reward-model trainers."""
