@@ -31,8 +31,8 @@ import os
 import statistics
 from pathlib import Path
 
-from rewardlab.training.compare import run_one
 from rewardlab.config import RECIPES_DIR
+from rewardlab.training.compare import run_one
 
 
 def measure(recipe: str, overrides: list[str], output_dir: Path) -> dict:

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from rewardlab.inference.averaging import merged
 from benchmarks.score_throughput import shared_responses
 from rewardlab.config import load_recipe
+from rewardlab.inference.averaging import merged
 from rewardlab.inference.ensemble import EnsembleRewardModel, is_ensemble
-from rewardlab.training.ensembles import train_ensemble
-from rewardlab.models.saved import load_info
 from rewardlab.inference.scorer import RewardModel
+from rewardlab.models.saved import load_info
+from rewardlab.training.ensembles import train_ensemble
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from rewardlab.models.loading import load_backbone
 from rewardlab.config import LoraSettings, ModelSettings
 from rewardlab.data.encode import EncodedPair, EncodingPolicy
 from rewardlab.data.groups import read_groups
+from rewardlab.models.loading import load_backbone
 from rewardlab.models.reward import RewardNetwork
 from rewardlab.objectives import BradleyTerryLoss
 from rewardlab.tasks.reward import make_collator

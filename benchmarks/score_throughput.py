@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from rewardlab.models.loading import load_backbone
 from rewardlab.config import ModelSettings
 from rewardlab.data.pairs import read_pairs
 from rewardlab.inference.scorer import RewardModel
+from rewardlab.models.loading import load_backbone
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SOURCES = ["hh-harmless-train.jsonl", "hh-harmless-dev.jsonl", "prefs/llmbar-natural.jsonl",

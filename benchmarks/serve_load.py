@@ -39,8 +39,8 @@ def saved_model(name: str, folder: Path) -> Path:
     """``name`` if it is a folder, else the backbone ``name`` with a fresh head, saved into ``folder``."""
     if Path(name).is_dir():
         return Path(name)
-    from rewardlab.models.loading import load_backbone
     from rewardlab.config import ModelSettings
+    from rewardlab.models.loading import load_backbone
     from rewardlab.models.saved import save_reward_model
 
     backbone = load_backbone(ModelSettings(name=name))

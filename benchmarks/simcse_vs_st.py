@@ -33,8 +33,8 @@ from rewardlab.config import load_recipe
 from rewardlab.data.sentences import read_sentences
 from rewardlab.evaluation.sts import cosine_similarities, read_sts, sts_metrics
 from rewardlab.models.offline import resolve_offline
-from rewardlab.training import loop as train_module
 from rewardlab.tasks.simcse import load_sentence_encoder, sentence_transformers_pooling
+from rewardlab.training import loop as train_module
 
 
 def sts_spearman(model_name: str, recipe) -> float:

@@ -41,10 +41,10 @@ def matmul_rate(seconds: float = 3.0, n: int = 2048) -> float:
 
 def prepare(spec: dict):
     """(backbone, the pairs both trainers see, in order): rewardlab's encoding and its sampler's order."""
-    from rewardlab.models.loading import load_backbone
     from rewardlab.config import LoraSettings, ModelSettings
     from rewardlab.data.encode import EncodingPolicy
     from rewardlab.data.pairs import read_pairs
+    from rewardlab.models.loading import load_backbone
 
     # no dropout anywhere (TRL's disable_dropout), so both compute the same deterministic function
     lora = LoraSettings(r=spec["lora_r"], alpha=2 * spec["lora_r"], dropout=0.0)

@@ -7,14 +7,14 @@ import pkgutil
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import tomllib
+from helpers import REPO
 
 import rewardlab
-from helpers import REPO
 
 PACKAGE = REPO / "rewardlab"
 MODULES = sorted(PACKAGE.rglob("*.py"))

@@ -129,7 +129,7 @@ def test_every_key_refuses_values_of_the_wrong_type(key, objective, tp):
     for value in wrong:
         with pytest.raises(RecipeError, match=rf"recipe key '{re.escape(key)}': expected .*, got "):
             recipe_from_dict(nest(key, value, objective))
-    if str in allowed and not typing.get_origin(tp) is typing.Literal:
+    if str in allowed and typing.get_origin(tp) is not typing.Literal:
         with pytest.raises(RecipeError, match=rf"recipe key '{re.escape(key)}': expected a non-empty string"):
             recipe_from_dict(nest(key, "  ", objective))
     if float in allowed:

@@ -22,9 +22,11 @@ from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 from rewardlab.config.recipe import (
     OBJECTIVES,
     RECIPE_KINDS,
+    ClipRecipe,
     Comparison,
     Recipe,
     RewardRecipe,
+    SimCSERecipe,
     kind_of,
     number_from_text,
 )
@@ -34,7 +36,8 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
 DEFAULT_RECIPE = RECIPES_DIR / "quickstart.yaml"
 
 _ANY_RECIPE = TypeAdapter(typing.Annotated[
-    typing.Union[tuple(typing.Annotated[cls, Tag(kind)] for kind, cls in RECIPE_KINDS.items())],
+    typing.Annotated[RewardRecipe, Tag("reward")] | typing.Annotated[SimCSERecipe, Tag("simcse")]
+    | typing.Annotated[ClipRecipe, Tag("clip")],
     Discriminator(lambda data: kind_of(data.get("objective", "bradley_terry")) if isinstance(data, dict) else
                   kind_of(getattr(data, "objective", None))),
 ])
@@ -70,7 +73,8 @@ def apply_override(data: dict, assignment: str) -> str:
     try:
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise RecipeError(f"override '{assignment}': the value is not valid YAML ({getattr(e, 'problem', e)})") from None
+        problem = getattr(e, "problem", e)
+        raise RecipeError(f"override '{assignment}': the value is not valid YAML ({problem})") from None
     return ".".join(parts)
 
 

@@ -1,1 +1,2 @@
-"""Data: files → rows (rows) → pairs (formats), groups, sentences, images → token ids (encode) → batches (collate)."""
+"""Data: files → rows (:mod:`.rows`) → preference pairs (:mod:`.pairs`), groups (:mod:`.groups`), sentences, STS
+pairs, images → token ids (:mod:`.encode`) → batches (:mod:`.collate`)."""

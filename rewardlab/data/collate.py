@@ -63,7 +63,7 @@ class PairBatch:
     levels: torch.Tensor | None = None
     targets: torch.Tensor | None = None
 
-    def to(self, device) -> "PairBatch":
+    def to(self, device) -> PairBatch:
         return PairBatch(**{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
 
     @property

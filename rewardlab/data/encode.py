@@ -156,7 +156,8 @@ class EncodingPolicy:
     @classmethod
     def from_dict(cls, tokenizer, encoder: bool, saved: dict, max_length: int | None = None) -> EncodingPolicy:
         """The policy a model was saved with (``max_length`` overrides the saved length)."""
-        return cls(tokenizer, encoder, max_length or saved.get("max_length") or 512, saved.get("truncation", "truncate"))
+        length = max_length or saved.get("max_length") or 512
+        return cls(tokenizer, encoder, length, saved.get("truncation", "truncate"))
 
     @property
     def pad_token_id(self) -> int | None:

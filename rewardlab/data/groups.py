@@ -134,7 +134,8 @@ def read_rated(source: str, attributes: list[str], weights: list[float], split: 
         missing = [c for c in ["response", *attributes] if c not in row]
         if missing:
             raise DataError(f"{origin}: missing column '{missing[0]}'; columns present: "
-                            f"{', '.join(map(str, row)) or 'none'}; expected: prompt, response, {', '.join(attributes)}")
+                            f"{', '.join(map(str, row)) or 'none'}; expected: prompt, response, "
+                            f"{', '.join(attributes)}")
         ratings = [_number(row[a], a, origin) for a in attributes]
         (prompt, response), chat = _response_texts(row.get("prompt"), [row["response"]], origin, render_chat)
         group = groups.setdefault((prompt, chat), PreferenceGroup(prompt, [], [], [], None, row.get("source") or "",

@@ -4,7 +4,8 @@ Sources (``train_data`` / ``eval_data`` of a CLIP or SigLIP recipe):
 
 - ``shapes:N`` or ``shapes:N:seed=S``: N generated images of one shape each — circle, square, triangle or cross, in
   one of six colours, small or large, in one of nine places — captioned like "a small red circle in the top left"
-  (a caption leaves out the size or the place 30% of the time each) and labelled with their class ("red circle", 24 classes) for zero-shot evaluation. Deterministic from the seed
+  (a caption leaves out the size or the place 30% of the time each) and labelled with their class ("red circle",
+  24 classes) for zero-shot evaluation. Deterministic from the seed
   (default 0); rendered with numpy at the recipe's image size, nothing is written to disk.
 - a folder: every image file (``.png``, ``.jpg``, …) with its caption in the ``.txt`` file of the same stem.
 - a ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file of ``{"image": path, "caption": str}`` rows (``"label"``
@@ -184,7 +185,7 @@ class ImageTextBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
 
-    def to(self, device) -> "ImageTextBatch":
+    def to(self, device) -> ImageTextBatch:
         return ImageTextBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def inputs(self) -> dict[str, torch.Tensor]:

@@ -56,7 +56,8 @@ class ReadReport:
     def summary(self) -> str:
         text = f"{self.kept} pairs from {self.rows} rows"
         if self.skipped_identical:
-            text += f"; skipped {len(self.skipped_identical)} with chosen == rejected (first: {self.skipped_identical[0]})"
+            skipped = self.skipped_identical
+            text += f"; skipped {len(skipped)} with chosen == rejected (first: {skipped[0]})"
         return text
 
 

@@ -76,7 +76,8 @@ def _json_line_rows(path: Path, source: str) -> Iterator[tuple[dict, str]]:
 
 
 def _json_list_rows(path: Path, source: str) -> Iterator[tuple[dict, str]]:
-    rows = _json(read_text(path, source), source, hint=" (a .json file holds one list; for one object a line, use .jsonl)")
+    hint = " (a .json file holds one list; for one object a line, use .jsonl)"
+    rows = _json(read_text(path, source), source, hint=hint)
     if not isinstance(rows, list):
         raise DataError(f"{source}: expected a JSON list of objects, or one object a line")
     for n, row in enumerate(rows, 1):

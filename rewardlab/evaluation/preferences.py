@@ -71,8 +71,8 @@ def evaluation(examples: list, outputs: list[list], reward=None, attributes: lis
 
 def ensemble_evaluation(examples: list, members: list[list[float]], combine, bins: int = 10) -> dict:
     """:func:`evaluation` of an ensemble's combined reward, plus, under ``ensemble``, the statistics of
-    :func:`rewardlab.evaluation.uncertainty.uncertainty_report` over its members' comparisons: accuracy of the mean and of
-    each member, disagreement, error rates on the most and least uncertain pairs, calibration.
+    :func:`rewardlab.evaluation.uncertainty.uncertainty_report` over its members' comparisons: accuracy of the mean and
+    of each member, disagreement, error rates on the most and least uncertain pairs, calibration.
 
     ``members``: [members][responses], every example's responses in order; ``combine`` maps it to one reward each."""
     from rewardlab.evaluation.uncertainty import uncertainty_report
@@ -151,7 +151,8 @@ def format_metrics(name: str, m: dict) -> str:
     lines += [f"  reward mean / std       {m['reward_mean']:.4f} / {m['reward_std']:.4f}",
               f"  reward~length corr.     {m['length_correlation']:.4f}"]
     if "accuracy" in m:
-        lines.append(f"  acc. when chosen shorter {m['shorter_chosen_accuracy']:.4f}  ({m['shorter_chosen_pairs']} pairs)")
+        lines.append(f"  acc. when chosen shorter {m['shorter_chosen_accuracy']:.4f}  "
+                     f"({m['shorter_chosen_pairs']} pairs)")
     for source, acc in m.get("accuracy_by_source", {}).items():
         lines.append(f"  accuracy [{source}]".ljust(26) + f"{acc:.4f}")
     for attribute, rmse in m.get("rmse_by_attribute", {}).items():

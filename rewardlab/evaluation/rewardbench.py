@@ -14,14 +14,13 @@ without its suffix (``llmbar-natural.jsonl`` → ``llmbar-natural``). One subset
 
 A subset's accuracy is the mean of its rows' scores. A section's score is the weighted mean of the accuracies of
 its subsets that are in the data (weights from a YAML file, RewardBench's by default:
-``rewardlab/evaluation/rewardbench_sections.yaml``); the subsets it names that are not in the data are listed as ``missing``,
-and a section with none of its subsets has no score. The overall score is the mean of the section scores (as
-RewardBench's), beside the accuracy over every row. Subsets in no section are reported on their own.
+``rewardlab/evaluation/rewardbench_sections.yaml``); the subsets it names that are not in the data are listed as
+``missing``, and a section with none of its subsets has no score. The overall score is the mean of the section
+scores (as RewardBench's), beside the accuracy over every row. Subsets in no section are reported on their own.
 
-The model is anything with ``.score(prompts, responses) -> list[float]`` (:func:`rewardlab.inference.scorer.load_scorer`
-gives a :class:`~rewardlab.inference.scorer.RewardModel`, or for an ensemble folder an
-:class:`~rewardlab.inference.ensemble.EnsembleRewardModel`); one that also has ``.score_members(prompts, responses) -> [members][n]``
-and ``.combine(members) -> [n]`` (an ensemble) gets the statistics of :mod:`rewardlab.evaluation.uncertainty` on the v1 pairs as well.
+This module computes the report from rewards (:func:`build_report`); :mod:`rewardlab.inference.bench` scores the rows
+with a model. With an ensemble's member rewards the report adds the statistics of
+:mod:`rewardlab.evaluation.uncertainty` on the v1 pairs.
 """
 
 from __future__ import annotations
@@ -283,8 +282,9 @@ def markdown(report: dict, title: str) -> str:
                       f"{', '.join(f'{a:.3f}' for a in u['member_accuracy'])}; margin std {d['margin_std']:.3f}, "
                       f"members disagree on {d['winner_disagreement']:.1%} of pairs"]
         if e["defined"] and e["half"]:
-            lines.append(f"Error rate on the most / least uncertain half: {e['half']['most_uncertain']['error_rate']:.3f}"
-                         f" / {e['half']['least_uncertain']['error_rate']:.3f}; AUROC {_number(e['auroc'])}")
+            half = e["half"]
+            lines.append(f"Error rate on the most / least uncertain half: {half['most_uncertain']['error_rate']:.3f} "
+                         f"/ {half['least_uncertain']['error_rate']:.3f}; AUROC {_number(e['auroc'])}")
         elif not e["defined"]:
             lines.append(e["reason"])
     return "\n".join(lines) + "\n"
@@ -335,7 +335,8 @@ def write_report(report: dict, rows: list[BenchRow], results, folder: Path, titl
     with (folder / "rows.jsonl").open("w", encoding="utf-8") as out:
         for row, (chosen, rejected) in zip(rows, results):
             record = {"origin": row.origin, "id": row.id, "subset": row.subset, "format": f"v{row.version}",
-                      "chosen_reward": chosen, "rejected_rewards": rejected, "score": row_score(row, chosen, rejected)[0]}
+                      "chosen_reward": chosen, "rejected_rewards": rejected,
+                      "score": row_score(row, chosen, rejected)[0]}
             out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     plot_sections(report, folder)
     if report["calibration"]:

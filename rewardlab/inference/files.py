@@ -82,7 +82,8 @@ def score_chunk(scorer: RewardModel, chunk: list[tuple[dict, str]], out, output:
         span = list(range(start, start + len(seqs)))
         start += len(seqs)
         if not all(math.isfinite(m[i]) for m in scores.members for i in span):
-            raise ScoringError(f"{origin}: the model gave a non-finite reward ({[scores.rewards[i] for i in span]}); its "
+            rewards = [scores.rewards[i] for i in span]
+            raise ScoringError(f"{origin}: the model gave a non-finite reward ({rewards}); its "
                                f"weights are broken (a training run that diverged?); {output} was left as it was")
         out.write(json_line(scored_row(scorer, row, scores.select(span), best_of_n, members), origin))
     return len(chunk)

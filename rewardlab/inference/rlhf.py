@@ -65,8 +65,8 @@ class RewardFunction:
 
     @classmethod
     def load(cls, path: str, normalize: bool = False, name: str = "rewardlab", **options):
-        """Backed by the model or ensemble folder at ``path`` (:func:`rewardlab.inference.scorer.load_scorer`; ``options`` go
-        to it: ``reward``, ``std_weight``, ``device``, ...)."""
+        """Backed by the model or ensemble folder at ``path`` (:meth:`rewardlab.inference.scorer.RewardModel.load`;
+        ``options`` go to it: ``reward``, ``std_weight``, ``device``, ...)."""
         return cls(load_scorer(path, **options), normalize, name)
 
     @classmethod

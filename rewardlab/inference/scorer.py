@@ -227,7 +227,8 @@ class RewardModel:
         shared, responses = self.policy.encode_candidates(prompt, candidates, self.report)
         if not shared:  # nothing to share
             return self.score_ids(responses, normalize).rewards
-        outputs = part.network.shared_prompt_rewards(shared, responses, self.candidate_groups(list(map(len, responses))))
+        groups = self.candidate_groups([len(r) for r in responses])
+        outputs = part.network.shared_prompt_rewards(shared, responses, groups)
         return self.combine([outputs], normalize).rewards
 
     def candidate_groups(self, lengths: list[int]) -> list[list[int]]:

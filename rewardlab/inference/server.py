@@ -2,9 +2,9 @@
 
 - ``POST /score`` ``{"prompts": [...], "responses": [...]}`` → ``{"rewards": [...]}``; prompts and responses are
   strings or lists of ``{role, content}`` messages (as :meth:`RewardModel.score` takes them); an optional
-  ``"normalize": true/false`` overrides the server's default. An ensemble (:mod:`rewardlab.inference.ensemble`) also answers
-  ``"uncertainty"``: the members' standard deviation per response, and with ``"members": true`` every member's
-  rewards (``[members][n]``); ``rewards`` is their combination.
+  ``"normalize": true/false`` overrides the server's default. An ensemble also answers ``"uncertainty"``: the
+  members' standard deviation per response; with ``"members": true`` every member's rewards (``[members][n]``; one
+  model is an ensemble of one), and ``rewards`` is their combination.
 - ``POST /get_reward`` ``{"query": [...]}`` → ``{"rewards": [...]}``: the remote reward-model protocol of OpenRLHF
   (``--remote_rm_url http://HOST:PORT/get_reward``); each query is a whole text, prompt and response joined.
 - ``GET /health`` → ``{"status": "ok", ...}`` (no key needed).
@@ -229,7 +229,8 @@ def create_app(reward_model: RewardModel, api_key: str | None = None, max_items:
         if bad:
             raise HTTPException(500, f"the model gave a non-finite reward ({scores.rewards[bad[0]]}) to {len(bad)} of "
                                      f"{len(scores.rewards)} items (first: item {bad[0]}); the model is numerically "
-                                     f"broken on these inputs (e.g. an overflow in half precision), the request is fine")
+                                     "broken on these inputs (e.g. an overflow in half precision), the request is "
+                                     "fine")
         answer = {"rewards": scores.rewards}
         if details and reward_model.size > 1:
             answer["uncertainty"] = scores.uncertainty

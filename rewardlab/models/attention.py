@@ -14,7 +14,8 @@ The blocks reach the attention function as a keyword argument (:data:`BLOCKS_KWA
 and encoders pass from ``base_model(...)`` down to every attention call (Llama, Qwen2, Mistral, Phi-3, GPT-2,
 GPT-NeoX, BERT, RoBERTa, ELECTRA, DistilBERT in transformers 5.x), so gradient checkpointing's recomputation sees
 them too. Without that argument (padded batches, best-of-n's KV cache) the function is transformers' own SDPA.
-Whether a model computes its packed layouts exactly this way is probed once (:func:`rewardlab.models.reward.probe_attention`).
+Whether a model computes its packed layouts exactly this way is probed once
+(:func:`rewardlab.models.layouts.probe_attention`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class AttentionBlocks:
         self._block_mask = None
 
     @classmethod
-    def of(cls, blocks: torch.Tensor, input_ids: torch.Tensor, causal: bool) -> "AttentionBlocks":
+    def of(cls, blocks: torch.Tensor, input_ids: torch.Tensor, causal: bool) -> AttentionBlocks:
         return cls(blocks.tolist(), input_ids.shape[0], input_ids.shape[1], causal)
 
     def plans(self) -> list[tuple[list[int], list]]:

@@ -114,7 +114,8 @@ def _probe(module: nn.Module, batch: PairBatch, reference: torch.Tensor, referen
     scale = reference_rewards.float().abs().max().clamp(min=1e-12)
     reward_error = ((rewards.float() - reference_rewards.float()).abs().max() / scale).item()
     if not reward_error <= tolerance:
-        return f"the head of {type(classifier).__name__} is not the one rewardlab applies (rewards differ by {reward_error:.2g})"
+        return (f"the head of {type(classifier).__name__} is not the one rewardlab applies (rewards differ by "
+                f"{reward_error:.2g})")
     return ""
 
 

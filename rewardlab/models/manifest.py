@@ -32,7 +32,8 @@ def read_manifest(path: str | Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ScoringError(f"{file}: 'format' must be {FORMAT!r}")
     members = manifest.get("members")
-    if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, dict) and "path" in m for m in members):
+    if not (isinstance(members, list) and len(members) >= 2
+            and all(isinstance(m, dict) and "path" in m for m in members)):
         raise ScoringError(f"{file}: 'members' must list at least 2 members, each with a 'path'")
     check_combination(manifest.get("reward"), manifest.get("std_weight"), str(file))
     for member in members:

@@ -62,9 +62,9 @@ class RewardNetwork(nn.Module):
     Args:
         model: a transformers ``...ForSequenceClassification`` with one output, possibly wrapped by peft.
         encoder: True for bidirectional encoders (reward at the first token), False for causal LMs.
-        attention: how packed rows attend: ``blocks`` (each block of a row on its own, :mod:`rewardlab.models.attention`),
-            ``dense`` (the whole mask to the model's attention) or ``auto`` (blocks where the model computes them
-            exactly; see :meth:`attention`).
+        attention: how packed rows attend: ``blocks`` (each block of a row on its own,
+            :mod:`rewardlab.models.attention`), ``dense`` (the whole mask to the model's attention) or ``auto``
+            (blocks where the model computes them exactly; see :meth:`attention`).
 
     One forward is also what data parallelism (DDP) needs to synchronise gradients.
     """
@@ -139,7 +139,8 @@ class RewardNetwork(nn.Module):
                                                     self.dtype)}
         else:  # a 4-D mask is taken as given, so transformers builds none; the block attention does not read it
             rows, width = input_ids.shape
-            placeholder = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=input_ids.device).expand(rows, 1, width, width)
+            placeholder = torch.ones(1, 1, 1, 1, dtype=torch.bool, device=input_ids.device)
+            placeholder = placeholder.expand(rows, 1, width, width)
             extra = {"attention_mask": placeholder, BLOCKS_KWARG: blocks}
         hidden = self.classifier.base_model(
             input_ids=input_ids, position_ids=position_ids + position_offset(self.classifier), **extra

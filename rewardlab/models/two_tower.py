@@ -47,7 +47,7 @@ class TwoTower(nn.Module):
                 self.frozen.add(name)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "TwoTower":
+    def train(self, mode: bool = True) -> TwoTower:
         super().train(mode)
         for name in self.frozen:
             getattr(self, name).eval()

@@ -8,4 +8,5 @@ from rewardlab.objectives.regression import AttributeRegressionLoss
 from rewardlab.objectives.siglip import SigLipLoss
 from rewardlab.objectives.simcse import SimCSELoss
 
-__all__ = ["BradleyTerryLoss", "PlackettLuceLoss", "AttributeRegressionLoss", "OdinLoss", "SimCSELoss", "ClipLoss", "SigLipLoss"]
+__all__ = ["BradleyTerryLoss", "PlackettLuceLoss", "AttributeRegressionLoss", "OdinLoss", "SimCSELoss", "ClipLoss",
+           "SigLipLoss"]

@@ -30,7 +30,8 @@ class PlackettLuceLoss(nn.Module):
         loss = (0.407606 + 0.313262) / 2 = 0.360434
 
         >>> loss = PlackettLuceLoss()
-        >>> round(loss(torch.tensor([2.0, 1.0, 0.0]), torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 2])).item(), 6)
+        >>> rewards, group, levels = torch.tensor([2.0, 1.0, 0.0]), torch.zeros(3, dtype=torch.long), torch.arange(3)
+        >>> round(loss(rewards, group, levels).item(), 6)
         0.360434
     """
 

@@ -26,7 +26,8 @@ class AttributeRegressionLoss(nn.Module):
     squared errors 0, 4, 4, 0 → 2.0::
 
         >>> loss = AttributeRegressionLoss(torch.tensor([0.5, 0.5]))
-        >>> loss(torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [2.0, 0.0]]), torch.zeros(0, 2, dtype=torch.long)).item()
+        >>> outputs, targets = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+        >>> loss(outputs, targets, torch.zeros(0, 2, dtype=torch.long)).item()
         2.0
     """
 

@@ -1,5 +1,5 @@
-"""CLIP and SigLIP: an image tower and a text backbone, each with a linear projection into one embedding space,
-trained on image–caption pairs; evaluated by zero-shot classification from text prompts and by retrieval.
+"""The CLIP and SigLIP learner: a two-tower model (:mod:`rewardlab.models.two_tower`) trained on image–caption
+pairs; evaluated by zero-shot classification from text prompts and by retrieval.
 
 The model returns a dict whose keys are exactly its loss's arguments (open_clip's convention), so
 ``loss_fn(**model(**batch.inputs()))`` serves both objectives. The learnable logit scale (and SigLIP's bias) live

@@ -1,4 +1,4 @@
-"""SimCSE sentence embeddings: a backbone pooled into one vector per sentence, trained with the InfoNCE loss of
+"""The SimCSE learner: a sentence encoder (:mod:`rewardlab.models.sentence`) trained with the InfoNCE loss of
 :class:`~rewardlab.objectives.SimCSELoss`, evaluated by STS Spearman (:mod:`rewardlab.evaluation.sts`).
 
 - Unsupervised (``contrastive.supervised: false``): sentences from ``contrastive.sentence_column`` (one or several
@@ -45,10 +45,10 @@ class SentenceBatch:
     attention_mask: torch.Tensor
     columns: int
 
-    def to(self, device) -> "SentenceBatch":
+    def to(self, device) -> SentenceBatch:
         return SentenceBatch(self.input_ids.to(device), self.attention_mask.to(device), self.columns)
 
-    def chunks(self, size: int) -> list["SentenceBatch"]:
+    def chunks(self, size: int) -> list[SentenceBatch]:
         """The batch as batches of ``size`` examples (every column of each), the examples sorted by length (their
         longest column) and each chunk cut to its own longest row: what a cached-gradient batch embeds."""
         b = self.input_ids.shape[0] // self.columns

@@ -135,7 +135,8 @@ def member_complete(member: Member) -> bool:
     if (folder / ".saving").exists() or not (folder / "rewardlab.json").is_file():
         return False
     # config.json moves in last; a LoRA member's is removed afterwards (point_adapter_at_base), recipe.yaml just before
-    adapter = member.base is not None and (folder / "adapter_config.json").is_file() and (folder / "recipe.yaml").is_file()
+    adapter = (member.base is not None and (folder / "adapter_config.json").is_file()
+               and (folder / "recipe.yaml").is_file())
     return (folder / "config.json").is_file() or adapter
 
 

@@ -60,8 +60,8 @@ def make_accelerator(recipe: Recipe) -> tuple[Accelerator, int]:
             f"recipe key 'batch_size' ({recipe.batch_size}) must be a multiple of micro_batch_size ({micro}) × "
             f"processes ({processes})"
         )
-    trackers = {"jsonl": lambda: [JSONLinesTracker("metrics", recipe.output_dir)], "tensorboard": lambda: ["tensorboard"],
-                "none": lambda: None}
+    trackers = {"jsonl": lambda: [JSONLinesTracker("metrics", recipe.output_dir)],
+                "tensorboard": lambda: ["tensorboard"], "none": lambda: None}
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=mixed_precision(recipe.precision),
@@ -148,7 +148,8 @@ def run_steps(accelerator: Accelerator, recipe: Recipe, task, model, optimizer, 
     recent, step_started = [], time.perf_counter()
     while progress.step < total_steps:
         loader.set_epoch(progress.epoch)
-        batches = accelerator.skip_first_batches(loader, progress.batches_in_epoch) if progress.batches_in_epoch else loader
+        skip = progress.batches_in_epoch
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         micro_stats, rows = [], []
         for batch in batches:
             progress.batches_in_epoch += 1
@@ -190,7 +191,8 @@ def run_steps(accelerator: Accelerator, recipe: Recipe, task, model, optimizer, 
             accelerator.log(logged, step=progress.step)
             step_started = now
             bar.update(1)
-            if recipe.eval_steps and progress.step % recipe.eval_steps == 0 and task.eval_data and progress.step < total_steps:
+            last = progress.step >= total_steps
+            if recipe.eval_steps and progress.step % recipe.eval_steps == 0 and task.eval_data and not last:
                 metrics = task.evaluate(accelerator, model, task.eval_data)
                 accelerator.log(_prefixed("eval/", metrics), step=progress.step)
                 bar.write(f"step {progress.step}: eval {task.main_metric} {metrics[task.main_metric]:.4f}")
