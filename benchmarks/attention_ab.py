@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                 losses.append(loss.item())
                 module.zero_grad(set_to_none=True)
             worst = max(worst, abs(losses[0] - losses[1]))
-            print(f"step {step}: rows {tuple(batches['dense'][step].input_ids.shape)} dense {seconds['dense'][-1]:.2f} s"
+            rows = tuple(batches["dense"][step].input_ids.shape)
+            print(f"step {step}: rows {rows} dense {seconds['dense'][-1]:.2f} s"
                   f", rows {tuple(batches['blocks'][step].input_ids.shape)} blocks {seconds['blocks'][-1]:.2f} s",
                   flush=True)
     dense, blocks = sum(seconds["dense"][1:]), sum(seconds["blocks"][1:])

@@ -17,8 +17,8 @@ prints). Step time is the median of the logged ``train/step_seconds`` after the 
 average is recorded around each run: on a shared machine step times are only comparable within one load.
 Each subcommand writes ``OUTPUT/results.json`` (and prints a markdown table).
 
-``steptime`` (SimCSE recipes) compares, in one process and one thread, alternating on the same batches, the processor time of a
-cached-gradient step at several chunk sizes with that of the one-pass step. Where the one-pass step does not fit in
+``steptime`` (SimCSE recipes) compares, in one process and one thread, alternating on the same batches, the processor
+time of a cached-gradient step at several chunk sizes with that of the one-pass step. Where the one-pass step does not fit in
 memory (SmolLM2's recipe: 18 GB), it stands in with the same work in less memory: the one-pass batch's padded rows,
 at the batch's width, forward and backward in ``--slices`` slices (compute is linear in the rows).
 """

@@ -12,7 +12,8 @@ throughput does not depend on how trained they are), then scores the same respon
 - ``ensemble, one adapter at a time``: the base with N adapters, each batch run N times (``set_adapter``);
 - ``N merged models``: each member merged, one after another (what N fully fine-tuned members cost).
 
-Each way is timed 3 times, the ways in turn, and the fastest kept. Prints one JSON object (and writes it with ``--json``).
+Each way is timed 3 times, the ways in turn, and the fastest kept. Prints one JSON object (and writes it with
+``--json``).
 """
 
 from __future__ import annotations

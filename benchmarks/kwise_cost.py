@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             tokens[name].append(sum(len(e.prompt_ids) + sum(map(len, e.responses)) for e in examples))
     responses = 4 * args.batch_size
     print(f"{args.model} {'LoRA r=' + str(args.lora_r) if args.lora_r else 'full fine-tuning'}, attention "
-          f"{module.attention()[0]}, {args.batch_size} rankings ({responses} responses) a step, {args.steps} steps each")
+          f"{module.attention()[0]}, {args.batch_size} rankings ({responses} responses) a step, "
+          f"{args.steps} steps each")
     print(f"{'':10}{'s/step':>10}{'ms/response':>13}{'tokens/step':>13}{'tokens/s':>10}")
     summary = {}
     for name in seconds:

@@ -244,7 +244,8 @@ def report(spec, results, rate, flops, tokens, tolerance) -> int:
     steps = spec["steps"]
     print(f"\n{spec['model']} {'LoRA r=' + str(spec['lora_r']) if spec['lora_r'] else 'full fine-tuning'}, "
           f"{spec['batch_size']} pairs a step, {steps} steps, max_length {spec['max_length']}, fp32, "
-          f"rewardlab layout {spec['layout']}, attention {spec['attention']}, gradient checkpointing on {spec['gradient_checkpointing']:.0%} of the "
+          f"rewardlab layout {spec['layout']}, attention {spec['attention']}, gradient checkpointing on "
+          f"{spec['gradient_checkpointing']:.0%} of the "
           f"layers; TRL gradient checkpointing {spec['trl_gradient_checkpointing']}")
     print(f"machine matmul rate: {rate / 1e9:.1f} GFLOP/s; unique tokens in the {steps} steps: {tokens:,}")
     summary = {}

@@ -53,7 +53,8 @@ def sentencepiece() -> PreTrainedTokenizerFast:
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     tok.train_from_iterator(corpus(), trainers.UnigramTrainer(vocab_size=VOCAB, special_tokens=specials,
                                                               unk_token="<unk>"))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A",
+                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
     return _fast(tok, dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"), chat=True)
 
 

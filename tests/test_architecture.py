@@ -51,7 +51,9 @@ def test_a_planted_upward_import_or_cycle_breaks_a_contract(tmp_path, module, li
     path.write_text(path.read_text() + f"\n\ndef planted():\n{line}\n")
     done = lint_imports(tmp_path)
     assert done.returncode == 1 and "BROKEN" in done.stdout
-    assert any(broken in row and "BROKEN" in row for row in done.stdout.splitlines()), done.stdout
+    report = " ".join(done.stdout.split())  # import-linter wraps long contract names at 80 columns
+    names = [contract["name"] for contract in config["contracts"] if broken in contract["name"]]
+    assert any(f"{name} BROKEN" in report for name in names), done.stdout
 
 
 def test_modules_are_small_and_commands_thin():
@@ -84,11 +86,12 @@ def test_no_caller_outside_inference_asks_what_kind_of_scorer_it_holds():
 
 
 def test_no_block_of_six_lines_is_repeated_inside_the_package():
-    """Six consecutive non-blank lines (stripped) that stand again elsewhere in rewardlab/ would be one piece of
-    logic written twice."""
+    """Six consecutive lines of code (stripped, blank lines, imports and docstring quotes left out: they are no
+    logic) that stand again elsewhere in rewardlab/ would be one piece of logic written twice."""
     windows = defaultdict(list)
     for path in MODULES:
-        lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+        lines = [(n, line.strip()) for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if line.strip() and not line.strip().startswith(("import ", "from ", '"""'))]
         for k in range(len(lines) - 5):
             window = tuple(text for _, text in lines[k : k + 6])
             if sum(len(text) > 3 for text in window) >= 4:  # not a run of brackets and keywords

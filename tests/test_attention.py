@@ -187,8 +187,9 @@ def test_a_family_that_cannot_falls_back_to_the_dense_mask_and_says_why(capsys):
     assert windowless.attention() == ("blocks", "")
 
 
+@pytest.mark.slow
 def test_training_logs_the_attention(tmp_path, capsys):
-    from conftest import synthetic_rows, write_jsonl
+    from helpers import synthetic_rows, write_jsonl
 
     from rewardlab.config import load_recipe
     from rewardlab.training.loop import train
@@ -196,7 +197,8 @@ def test_training_logs_the_attention(tmp_path, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", synthetic_rows(8))
     for attention, said in (("auto", "attention: blocks"), ("dense", "attention: dense (asked for)")):
         recipe = load_recipe(None, ["model.name=tiny-llama", f"train_data={data}", "eval_data=null", "max_steps=1",
-                                    "batch_size=4", f"model.attention={attention}", f"output_dir={tmp_path / attention}"])
+                                    "batch_size=4", f"model.attention={attention}",
+                                    f"output_dir={tmp_path / attention}"])
         train(recipe)
         captured = capsys.readouterr()
         assert said in captured.out + captured.err

@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import REPO, synthetic_rows, write_jsonl
+from helpers import REPO, synthetic_rows, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.config import load_recipe
@@ -68,6 +68,7 @@ def test_attributes_belong_to_regression_and_weights_match_them():
         load_recipe(None, ["objective=regression", "attributes=[a, b]", "reward_weights=[1.0]"])
 
 
+@pytest.mark.slow
 def test_a_tiny_backbone_learns_every_attribute_and_saves_a_labelled_multi_output_model(tmp_path):
     info = train(recipe(tmp_path, "reward_weights=[0.75, 0.25]"))
     metrics = info["metrics"]
@@ -89,7 +90,8 @@ def test_a_tiny_backbone_learns_every_attribute_and_saves_a_labelled_multi_outpu
     with torch.no_grad():
         logits = plain(**tokenizer(prompts[0] + responses[0] + tokenizer.eos_token, return_tensors="pt")).logits[0]
     assert logits.tolist() == pytest.approx([rated[0]["helpfulness"], rated[0]["politeness"]], abs=1e-5)
-    rows_file = write_jsonl(tmp_path / "score.jsonl", [{"prompt": p, "response": r} for p, r in zip(prompts, responses)])
+    rows_file = write_jsonl(tmp_path / "score.jsonl",
+                            [{"prompt": p, "response": r} for p, r in zip(prompts, responses)])
     from rewardlab.cli import main
     assert main(["score", str(out), "--input", str(rows_file), "--output", str(tmp_path / "scored.jsonl")]) == 0
     scored = [json.loads(line) for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
@@ -131,6 +133,7 @@ def mixture(kind: int, length: int, seed: int) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_odin_keeps_the_quality_head_and_decorrelates_it_from_length(tmp_path):
     """Pairs decided by a kind word (length uninformative), mixed with pairs of neutral replies where the longer is
     chosen (a length shortcut in the labels). On held-out pairs of the same mixture, plain Bradley–Terry's reward
@@ -144,7 +147,8 @@ def test_odin_keeps_the_quality_head_and_decorrelates_it_from_length(tmp_path):
             "model.name=tiny-llama", f"train_data={train_file}", f"eval_data={dev_file}", f"objective={objective}",
             "max_length=64", "batch_size=16", "learning_rate=3e-3", "max_steps=160",
             f"output_dir={tmp_path / objective}"]))["metrics"]
-    assert runs["odin"]["accuracy_by_source"]["kind"] > 0.9 and runs["bradley_terry"]["accuracy_by_source"]["kind"] > 0.9
+    assert runs["odin"]["accuracy_by_source"]["kind"] > 0.9
+    assert runs["bradley_terry"]["accuracy_by_source"]["kind"] > 0.9
     assert abs(runs["odin"]["length_correlation"]) < 0.5 * abs(runs["bradley_terry"]["length_correlation"])
     config = json.loads((tmp_path / "odin" / "config.json").read_text())
     assert len(config["id2label"]) == 1

@@ -2,8 +2,8 @@
 were written, or stops with a DataError naming the file and the line (``file row N`` for a .json list and parquet);
 never another exception, never fewer rows than were written without saying so.
 
-Readers: preference pairs, rankings, STS pairs, SimCSE sentences and sentence pairs, image captions, and `rewardlab score`'s
-input rows. Formats: .jsonl, .json, .csv, .parquet, each also with a byte-order mark and CRLF line ends.
+Readers: preference pairs, rankings, STS pairs, SimCSE sentences and sentence pairs, image captions, and `rewardlab
+score`'s input rows. Formats: .jsonl, .json, .csv, .parquet, each also with a byte-order mark and CRLF line ends.
 """
 
 import csv
@@ -57,7 +57,8 @@ def write(folder: Path, fmt: str, rows: list, bom: bool = False, crlf: bool = Fa
     if fmt == "jsonl":
         body, origins = "".join(json.dumps(r) + end for r in rows), [f"{path}:{i}" for i in range(1, len(rows) + 1)]
     elif fmt == "json":
-        body, origins = json.dumps(rows, indent=1).replace("\n", end), [f"{path} row {i}" for i in range(1, len(rows) + 1)]
+        body = json.dumps(rows, indent=1).replace("\n", end)
+        origins = [f"{path} row {i}" for i in range(1, len(rows) + 1)]
     else:
         plain = [r[1] if isinstance(r, tuple) else r for r in rows]
         columns = list(dict.fromkeys(k for r in plain for k in r))

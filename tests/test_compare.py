@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import REPO, synthetic_rows, write_jsonl
+from helpers import REPO, synthetic_rows, write_jsonl
 
 from rewardlab.cli import main
 from rewardlab.config import load_comparison
@@ -26,6 +26,7 @@ def test_comparison_errors_name_the_key(tmp_path):
         load_comparison(bad)
 
 
+@pytest.mark.slow
 def test_compare_writes_a_table_and_curves(tmp_path):
     data = write_jsonl(tmp_path / "train.jsonl", synthetic_rows(32))
     recipes = []

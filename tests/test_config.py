@@ -45,7 +45,8 @@ def test_overrides_reach_nested_keys_and_parse_values():
 def test_unknown_key_lists_the_valid_ones():
     with pytest.raises(RecipeError, match=r"unknown recipe key 'batchsize'.*batch_size.*learning_rate"):
         load_recipe(None, ["batchsize=4"])
-    with pytest.raises(RecipeError, match=r"unknown recipe key 'model.lora.rank'.*alpha, dropout, frozen_dtype, r, target_modules"):
+    with pytest.raises(RecipeError,
+                       match=r"unknown recipe key 'model.lora.rank'.*alpha, dropout, frozen_dtype, r, target_modules"):
         load_recipe(None, ["model.lora.rank=4"])
 
 
@@ -56,7 +57,8 @@ def test_bad_values_name_the_key_and_what_is_allowed():
         load_recipe(None, ["batch_size=eight"])
     with pytest.raises(RecipeError, match=r"'max_steps' must be > 0 \(or null: epochs decide\), got 0"):
         load_recipe(None, ["max_steps=0"])
-    with pytest.raises(RecipeError, match=r"'model.gradient_checkpointing' must be in \[0, 1\] \(true, false, or the fr"):
+    with pytest.raises(RecipeError,
+                       match=r"'model.gradient_checkpointing' must be in \[0, 1\] \(true, false, or the fr"):
         load_recipe(None, ["model.gradient_checkpointing=1.5"])
     assert load_recipe(None, ["model.gradient_checkpointing=0.25"]).model.gradient_checkpointing == 0.25
 
@@ -185,9 +187,11 @@ def test_every_bounded_number_refuses_values_out_of_range_and_says_the_range(key
     ("model.lora.dropout=2", r"'model.lora.dropout' must be in \[0, 1\), got 2"),
     ("learning_rate=.nan", r"'learning_rate': expected a finite number, got nan"),
     ("learning_rate=-1e-5", r"'learning_rate' must be > 0, got -1e-05"),
-    ("objective=simcse contrastive.pair_columns=[a]", r"'contrastive.pair_columns' must list exactly 2 items \(anchor and positive\)"),
+    ("objective=simcse contrastive.pair_columns=[a]",
+     r"'contrastive.pair_columns' must list exactly 2 items \(anchor and positive\)"),
     ("model.lora.target_modules=[]", r"'model.lora.target_modules' must list at least 1 item"),
-    ("objective=clip clip.image_tower=resnet", r"'clip.image_tower': 'resnet' is not allowed; choose one of: efficientnet-lite0, tiny"),
+    ("objective=clip clip.image_tower=resnet",
+     r"'clip.image_tower': 'resnet' is not allowed; choose one of: efficientnet-lite0, tiny"),
     ("output_dir=", r"'output_dir': expected str, got None"),
     ("max_steps=[", r"override 'max_steps=\[': the value is not valid YAML"),
 ])

@@ -2,7 +2,6 @@
 the same global batch, an exit that never hangs, and ranks that die with their launcher."""
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -11,8 +10,9 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, free_port, synthetic_rows, write_jsonl
-from test_train import logged_losses
+from helpers import accelerate_launch, logged, logged_losses, subprocess_env, synthetic_rows, wait_until, write_jsonl
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 # Rank 1 used to hang at exit (1 run in 10 on a loaded machine): DDP's reducer, freed after the process group was
 # destroyed, destroyed the group with the GIL held while a gloo worker thread waited for the GIL. The driver reports
@@ -49,9 +49,7 @@ sys.exit(main())
 
 
 def launch(tmp_path, processes: int, *overrides: str, driver: bool = False) -> list[str]:
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if processes > 1 else []),
-                "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no", "--main_process_port", str(free_port())]
+    launcher = accelerate_launch(processes)
     if driver:
         (tmp_path / "driver.py").write_text(DRIVER)
         launcher.append(str(tmp_path / "driver.py"))
@@ -64,8 +62,8 @@ def launch(tmp_path, processes: int, *overrides: str, driver: bool = False) -> l
 
 def run(command, cwd, timeout: float, **env) -> subprocess.CompletedProcess:
     """Run the launcher ``command``; on a timeout kill it and its ranks (each in a session of its own)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
-    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(command, cwd=cwd, env=subprocess_env(**env), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -89,11 +87,6 @@ def train_on(tmp_path, name, processes, *overrides):
     return out
 
 
-def eval_metrics(output_dir) -> dict[int, dict]:
-    lines = [json.loads(x) for x in (output_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in lines if "eval/pairs" in r}
-
-
 def test_two_processes_give_the_same_losses_and_evaluation_as_one(tmp_path):
     """17 evaluation pairs do not split evenly over 2 processes: each still runs the same batches (the last ones
     padded with repeats, which are dropped again), and the metrics are those of 1 process over all 17."""
@@ -104,7 +97,7 @@ def test_two_processes_give_the_same_losses_and_evaluation_as_one(tmp_path):
     assert sorted(losses_one) == sorted(losses_two) == [1, 2, 3, 4]
     for step in losses_one:
         assert losses_two[step] == pytest.approx(losses_one[step], abs=1e-5), step
-    evals_one, evals_two = eval_metrics(one), eval_metrics(two)
+    evals_one, evals_two = logged(one, "eval/pairs"), logged(two, "eval/pairs")
     assert sorted(evals_one) == sorted(evals_two) == [2, 4]
     for step, metrics in evals_one.items():
         assert metrics["eval/pairs"] == evals_two[step]["eval/pairs"] == 17
@@ -155,23 +148,19 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_ranks_die_with_their_launcher(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    launcher = subprocess.Popen(launch(tmp_path, 2, f"output_dir={out}", "max_steps=100000"), cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launcher = subprocess.Popen(launch(tmp_path, 2, f"output_dir={out}", "max_steps=100000"), cwd=tmp_path,
+                                env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "metrics.jsonl"
     ranks = []
     try:
-        deadline = time.monotonic() + 300
-        while "train/loss" not in ((out / "metrics.jsonl").read_text() if (out / "metrics.jsonl").exists() else ""):
-            assert launcher.poll() is None and time.monotonic() < deadline, "training never started"
-            time.sleep(0.2)
+        training = lambda: metrics.exists() and "train/loss" in metrics.read_text()
+        assert wait_until(lambda: training() or launcher.poll() is not None, timeout=300) and training(), \
+            "training never started"
         ranks = children(launcher.pid)
         assert len(ranks) == 2
         launcher.kill()  # SIGKILL: the launcher cannot pass anything on
         launcher.wait()
-        deadline = time.monotonic() + 10
-        while any(map(alive, ranks)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not any(map(alive, ranks)), "ranks outlived their launcher"
+        assert wait_until(lambda: not any(map(alive, ranks)), timeout=10), "ranks outlived their launcher"
     finally:
         for pid in ranks + [launcher.pid]:
             with contextlib.suppress(ProcessLookupError):

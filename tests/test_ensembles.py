@@ -1,5 +1,6 @@
-"""Ensembles (rewardlab.inference.ensemble, rewardlab.training.ensembles) and weight averaging (rewardlab.inference.averaging) on tiny
-random backbones: training, plain-transformers members, combinations, batched adapters, averaging, serving, CLI."""
+"""Ensembles (rewardlab.inference.ensemble, rewardlab.training.ensembles) and weight averaging
+(rewardlab.inference.averaging) on tiny random backbones: training, plain-transformers members, combinations, batched
+adapters, averaging, serving, CLI."""
 
 import json
 import math
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_rows, write_jsonl
 from fastapi.testclient import TestClient
+from helpers import synthetic_rows, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -38,7 +39,7 @@ def train_args(tmp: Path, out: Path, *overrides: str) -> list[str]:
 @pytest.fixture(scope="module")
 def ensembles(tmp_path_factory):
     """Three members by full fine-tuning, three LoRA members over one base, and one member on each of two
-    backbones."""
+    backbones. It takes several seconds: the tests that use it are marked slow."""
     tmp = tmp_path_factory.mktemp("ensembles")
     folders = {"full": tmp / "full", "lora": tmp / "lora", "backbones": tmp / "backbones"}
     assert main(train_args(tmp, folders["full"], "ensemble.members=3")) == 0
@@ -59,6 +60,7 @@ def plain_rewards(folder: Path, prompts, responses) -> list[float]:
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
+@pytest.mark.slow
 def test_members_load_in_plain_transformers_with_the_ensembles_member_rewards(ensembles, kind):
     out = ensembles[kind]
     manifest = json.loads((out / "ensemble.json").read_text())
@@ -81,6 +83,7 @@ def test_members_load_in_plain_transformers_with_the_ensembles_member_rewards(en
             assert max(abs(x - y) for x, y in zip(members[a], members[b])) > 1e-3
 
 
+@pytest.mark.slow
 def test_members_share_the_initial_backbone_and_record_it(ensembles):
     out = ensembles["full"]
     initial = [load_info(out / f"member-{k}")["initial_backbone"] for k in range(3)]
@@ -88,6 +91,7 @@ def test_members_share_the_initial_backbone_and_record_it(ensembles):
     assert initial[0] == initial[1] == initial[2]
 
 
+@pytest.mark.slow
 def test_combinations_against_hand_computed_values(ensembles):
     # members × responses, by hand: column 0 is 1, 3, 5 (mean 3, sample std 2); column 1 is 2, 6, 1 (mean 3,
     # std √((1 + 9 + 4) / 2) = √7)
@@ -118,6 +122,7 @@ def test_combinations_against_hand_computed_values(ensembles):
     assert normalized == [pytest.approx([r / s for r in row], abs=1e-6) for row, (_, s) in zip(rows, stats)]
 
 
+@pytest.mark.slow
 def test_batched_adapters_equal_separate_forwards(ensembles):
     out = ensembles["lora"]
     batched = RewardModel.load(str(out), batch_adapters=True)
@@ -133,6 +138,7 @@ def test_batched_adapters_equal_separate_forwards(ensembles):
         assert alone.forward(sequences) == [pytest.approx(together[k], abs=1e-5)]
 
 
+@pytest.mark.slow
 def test_ensemble_of_two_backbones_scores_with_one_encoding(ensembles):
     out = ensembles["backbones"]
     manifest = json.loads((out / "ensemble.json").read_text())
@@ -165,6 +171,7 @@ def test_ensemble_recipe_errors_name_the_key(override, message):
         load_recipe(None, [override, "ensemble.members=2" if "members=0" not in override else "seed=0"])
 
 
+@pytest.mark.slow
 def test_average_of_two_members_is_their_parameter_mean(ensembles, tmp_path):
     out = ensembles["full"]
     assert main(["average", str(out), "--member", "0", "--member", "1", "--output", str(tmp_path / "avg")]) == 0
@@ -181,6 +188,7 @@ def test_average_of_two_members_is_their_parameter_mean(ensembles, tmp_path):
     assert load_info(tmp_path / "avg")["averaged_from"] == [str(out / "member-0"), str(out / "member-1")]
 
 
+@pytest.mark.slow
 def test_average_of_lora_members_averages_their_merged_updates(ensembles, tmp_path):
     out = ensembles["lora"]
     assert main(["average", str(out), "--output", str(tmp_path / "avg")]) == 0
@@ -200,6 +208,7 @@ def test_average_of_lora_members_averages_their_merged_updates(ensembles, tmp_pa
     assert torch.allclose(averaged["score.weight"], sum(heads) / 3, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_average_refuses_members_of_other_architectures_or_initialisations(ensembles, tmp_path, capsys):
     mixed = ensembles["backbones"]
     assert main(["average", str(mixed), "--output", str(tmp_path / "a")]) == 2
@@ -213,6 +222,7 @@ def test_average_refuses_members_of_other_architectures_or_initialisations(ensem
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_server_answers_uncertainty_and_members_and_get_reward_unchanged(ensembles):
     scorer = load_scorer(str(ensembles["lora"]))
     client = TestClient(create_app(scorer))
@@ -239,6 +249,7 @@ def test_server_answers_uncertainty_and_members_and_get_reward_unchanged(ensembl
     assert single.post("/score", json={"prompts": PROMPTS, "responses": RESPONSES}).json().keys() == {"rewards"}
 
 
+@pytest.mark.slow
 def test_cli_score_writes_mean_std_and_members(ensembles, tmp_path):
     out = ensembles["full"]
     rows = [{"prompt": p, "response": r, "id": i} for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES))]
@@ -258,12 +269,14 @@ def test_cli_score_writes_mean_std_and_members(ensembles, tmp_path):
     assert "member_rewards" not in written[0]
 
 
+@pytest.mark.slow
 def test_grpo_reward_function_loads_an_ensemble(ensembles):
     reward = RewardFunction.load(str(ensembles["lora"]), reward="min")
     scorer = load_scorer(str(ensembles["lora"]), reward="min")
     assert reward(PROMPTS, RESPONSES, completion_ids=None) == pytest.approx(scorer.score(PROMPTS, RESPONSES), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_keeps_complete_members_and_a_second_run_is_refused(ensembles, capsys):
     out = ensembles["full"]
     tmp = out.parent
@@ -275,6 +288,7 @@ def test_resume_keeps_complete_members_and_a_second_run_is_refused(ensembles, ca
     assert "already holds an ensemble" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_and_bench_of_an_ensemble_report_its_members_from_their_rewards(ensembles, tmp_path):
     """``rewardlab eval`` and ``rewardlab bench`` on an ensemble folder: the combined reward's accuracy, each member's
     and the margins' spread, recomputed here from ``score_members``."""

@@ -8,8 +8,8 @@ import math
 
 import pytest
 import torch
-from conftest import REPO, write_jsonl
 from families import ENCODERS, FAMILIES, LAYOUTS, TOKENIZERS, build_checkpoint
+from helpers import REPO, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.cli import main

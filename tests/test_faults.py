@@ -2,7 +2,6 @@
 unwritable output folders, changed recipes on resume, and pickles planted in a checkpoint."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import interrupt_after_checkpoint, logged_losses, make_recipe, read_jsonl, subprocess_env
 from safetensors.torch import load_file
-from test_train import logged_losses, make_recipe
 
 from rewardlab.errors import RecipeError, TrainingError
 from rewardlab.tasks.reward import RewardTask
@@ -80,11 +78,11 @@ def run_cli(tmp_path, recipe, *flags, kill_at=None):
                  f"learning_rate={recipe.learning_rate}", "logging_steps=1", f"output_dir={recipe.output_dir}",
                  *KILL_RECIPE]
     (tmp_path / "driver.py").write_text(DRIVER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "KILL_AT": kill_at or "none:0"}
     return subprocess.run([sys.executable, str(tmp_path / "driver.py"), "train", *overrides, *flags], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=subprocess_env(KILL_AT=kill_at or "none:0"), capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_weights(tmp_path):
     straight = make_recipe(tmp_path / "a", *KILL_RECIPE, rows=40)
     train(straight)
@@ -112,6 +110,7 @@ def test_kill_9_at_any_moment_then_resume_gives_the_uninterrupted_weights(tmp_pa
     assert [c.progress.step for c in complete_checkpoints(out)] == [6, 8]  # save_total_limit: 2
 
 
+@pytest.mark.slow
 def test_a_failed_final_evaluation_loses_no_training(tmp_path, monkeypatch):
     """The trained state is checkpointed before the final evaluation: --resume evaluates and saves, trains nothing."""
     straight = make_recipe(tmp_path / "a", "max_steps=3")
@@ -150,6 +149,7 @@ def poison(monkeypatch, origin: str):
     monkeypatch.setattr(RewardTask, "loss", loss)
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_with_the_step_and_rows_and_saves_no_model(tmp_path, monkeypatch):
     recipe = make_recipe(tmp_path, "max_steps=5", "save_steps=1", rows=40)  # one epoch: every row once
     poison(monkeypatch, "train.jsonl:13")
@@ -171,7 +171,7 @@ def test_skip_nonfinite_skips_the_step_without_an_update_and_counts_it(tmp_path,
     monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: updates.append(1) or real_step(self, *a, **k))
     info = train(recipe)
     assert info["skipped_nonfinite"] == 1 and len(updates) == 4
-    lines = [json.loads(x) for x in Path(recipe.output_dir, "metrics.jsonl").read_text().splitlines()]
+    lines = read_jsonl(Path(recipe.output_dir, "metrics.jsonl"))
     skipped = [r["step"] for r in lines if "train/skipped_nonfinite" in r]
     assert len(skipped) == 1 and skipped[0] not in logged_losses(recipe.output_dir)
     assert json.loads(Path(recipe.output_dir, "rewardlab.json").read_text())["skipped_nonfinite"] == 1
@@ -190,6 +190,7 @@ def test_batches_without_origins_are_named_by_their_place():
     assert rows == ["batch 3 of epoch 1"]
 
 
+@pytest.mark.slow
 def test_a_new_run_refuses_a_folder_that_holds_another_run(tmp_path):
     train(make_recipe(tmp_path, "max_steps=2", "save_steps=1"))
     with pytest.raises(RecipeError, match=r"already holds a run \(checkpoints, config\.json, metrics\.jsonl, "
@@ -197,9 +198,8 @@ def test_a_new_run_refuses_a_folder_that_holds_another_run(tmp_path):
         train(make_recipe(tmp_path, "max_steps=2", "learning_rate=1e-3"))
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_recipe_names_the_keys_unless_told(tmp_path, monkeypatch):
-    from test_train import interrupt_after_checkpoint
-
     recipe = make_recipe(tmp_path, "max_steps=4", "save_steps=2")
     interrupt_after_checkpoint(monkeypatch, recipe, 2)
     changed = make_recipe(tmp_path, "max_steps=4", "save_steps=2", "learning_rate=1e-3", "max_length=48",
@@ -208,7 +208,7 @@ def test_resume_with_a_changed_recipe_names_the_keys_unless_told(tmp_path, monke
                                           r"0\.003 → 0\.001; max_length: 64 → 48\. .*--resume-changed"):
         train(changed, resume=True)
     train(changed, resume=True, resume_changed=True)
-    lines = [json.loads(x) for x in Path(recipe.output_dir, "metrics.jsonl").read_text().splitlines()]
+    lines = read_jsonl(Path(recipe.output_dir, "metrics.jsonl"))
     lr = {r["step"]: r["train/lr"] for r in lines if "train/lr" in r}
     assert lr[2] == pytest.approx(3e-3 * 2 / 4) and lr[3] == pytest.approx(1e-3 * 1 / 4)  # linear decay to step 4
 
@@ -269,9 +269,8 @@ class Payload:
         return exec, (f"open({str(self.proof)!r}, 'w').write('ran')",)
 
 
+@pytest.mark.slow
 def test_resume_runs_no_pickle_planted_in_a_checkpoint(tmp_path, monkeypatch):
-    from test_train import interrupt_after_checkpoint
-
     recipe = make_recipe(tmp_path, "max_steps=4", "save_steps=2")
     interrupt_after_checkpoint(monkeypatch, recipe, 2)
     checkpoint = latest_checkpoint(recipe.output_dir).path

@@ -2,7 +2,7 @@ import csv
 import json
 
 import pytest
-from conftest import write_jsonl
+from helpers import write_jsonl
 from jinja2 import TemplateError
 
 from rewardlab.data.encode import EncodingPolicy
@@ -10,8 +10,8 @@ from rewardlab.data.pairs import implicit_prompt, read_pairs
 from rewardlab.errors import DataError
 from rewardlab.models.loading import tiny_tokenizer
 
-HH_CHOSEN = "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you ask?\n\nHuman: Locked out.\n\nAssistant: Call a locksmith."
-HH_REJECTED = "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you ask?\n\nHuman: Locked out.\n\nAssistant: Use a pin."
+HH_PROMPT = "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you ask?\n\nHuman: Locked out.\n\nAssistant:"
+HH_CHOSEN, HH_REJECTED = HH_PROMPT + " Call a locksmith.", HH_PROMPT + " Use a pin."
 
 
 def render_with(tokenizer):
@@ -75,7 +75,8 @@ def test_csv_json_and_parquet(tmp_path):
     ('{"prompt": "P", "chosen": "a", "rejectd": "b"}', r":2: missing column 'rejected' \(did you mean 'rejectd'\?\)"),
     ('{"prompt": "P", "chosen": 3, "rejected": "b"}', r":2: column 'chosen' must be a string"),
     ('{"prompt": "P", "chosen": "  ", "rejected": "b"}', r":2: column 'chosen' is empty"),
-    ('{"prompt": "P", "chosen": "a", "rejected": "b", "margin": "big"}', r":2: column 'margin' must be a finite number"),
+    ('{"prompt": "P", "chosen": "a", "rejected": "b", "margin": "big"}',
+     r":2: column 'margin' must be a finite number"),
     ('[1, 2]', r":2: expected a JSON object"),
 ])
 def test_bad_rows_name_the_file_and_line(tmp_path, line, message):
@@ -145,7 +146,8 @@ ROW = b'{"prompt": "P", "chosen": "a", "rejected": "b"}\n'
     ("deep.json", b'[{"chosen": "a", "rejected": "b", "x": ' + b"[" * 200 + b"]" * 200 + b"}]",
      " row 1: nested deeper than 100 levels"),
     ("mixed.jsonl", ROW + b"prompt,chosen,rejected\n", ":2: malformed JSON"),
-    ("mixed.json", b"[" + ROW + b"]\n" + ROW, ":3: malformed JSON (Extra data at column 1) (a .json file holds one list"),
+    ("mixed.json", b"[" + ROW + b"]\n" + ROW,
+     ":3: malformed JSON (Extra data at column 1) (a .json file holds one list"),
     ("mixed.csv", b'prompt,chosen,rejected\n{"chosen": "a", "rejected": "b"}\n', ":2: 2 fields but the header has 3"),
     ("dup.csv", b"prompt,chosen,chosen\nP,a,b\n", ":1: the header names column 'chosen' more than once"),
     ("messages.jsonl", b'{"chosen": [{"role": "user", "content": 3}], "rejected": [{"role": "user", "content": "x"}]}',

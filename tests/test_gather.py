@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import free_port
+from helpers import join_gloo_group
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -28,9 +28,8 @@ def simcse_loss(encoder: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return SimCSELoss(TEMPERATURE)(*encoder(inputs.reshape(-1, FEATURES)).chunk(3))
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+def worker(rank: int, out_dir: str) -> None:
+    join_gloo_group(rank, WORLD, out_dir)
     try:
         inputs, encoder = batch_and_encoder()
         model = DistributedDataParallel(encoder)  # averages gradients over the processes, as Accelerate's DDP does
@@ -43,12 +42,13 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_processes_give_the_loss_and_gradients_of_the_whole_batch(tmp_path):
     """Each process: its 3 anchors against the 6 gathered positives + 6 gathered hard negatives, targets offset by
     rank × 3, loss = mean over its rows. Whole batch: 6 anchors against 12 candidates. The mean of the two processes'
     losses is the whole-batch loss, and the DDP-averaged gradients are the whole-batch gradients."""
-    mp.spawn(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    mp.spawn(worker, args=(str(tmp_path),), nprocs=WORLD)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     inputs, encoder = batch_and_encoder()
@@ -67,11 +67,10 @@ def test_gather_is_the_identity_on_one_process():
     assert gather_with_grad(x) is x
 
 
-def shared_gradient_worker(rank: int, port: int, out_dir: str) -> None:
+def shared_gradient_worker(rank: int, out_dir: str) -> None:
     """``c`` (a non-leaf, made first) and the gathered tensor are summed: autograd hands the sum's one incoming
     gradient tensor to both, and runs the gather's backward first (it was made later)."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    join_gloo_group(rank, WORLD, out_dir)
     try:
         c_leaf = torch.zeros(4, 2, requires_grad=True)
         c = c_leaf * 1.0
@@ -83,10 +82,12 @@ def shared_gradient_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_the_gathers_backward_leaves_the_incoming_gradient_to_its_other_consumers(tmp_path):
     """d/dc of Σ (gather(x) + c) · w is w (1 on rank 0, 2 on rank 1), whatever the gather does with its copy; the
     local rows of x get the sum over processes, 1 + 2 = 3. Reducing autograd's tensor in place would give c 3 too."""
-    mp.spawn(shared_gradient_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD)
+    mp.spawn(shared_gradient_worker, args=(str(tmp_path),), nprocs=WORLD)
     for rank in range(WORLD):
         grads = torch.load(tmp_path / f"rank{rank}.pt")
         assert torch.equal(grads["c"], torch.full((4, 2), float(rank + 1))), rank

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from conftest import synthetic_rows
+from helpers import synthetic_rows
 
 from rewardlab.data.collate import PackedCollator, PadCollator
 from rewardlab.data.encode import EncodedPair, EncodeReport, EncodingPolicy
@@ -100,7 +100,7 @@ def test_checkpointing_a_fraction_of_the_layers_recomputes_those_only_and_keeps_
         assert module.attention() == ("blocks", "")  # probed before counting (the probe runs forward passes)
         counts = [0, 0]
         for i, layer in enumerate(layers):
-            layer.mlp.register_forward_pre_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+            layer.mlp.register_forward_pre_hook(lambda *_, i=i, counts=counts: counts.__setitem__(i, counts[i] + 1))
         module(batch).square().sum().backward()
         calls[fraction] = counts
         grads[fraction] = {n: p.grad for n, p in model.named_parameters()}

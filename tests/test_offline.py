@@ -6,7 +6,7 @@ import pathlib
 import sys
 
 import pytest
-from conftest import needs
+from helpers import needs
 
 from rewardlab.models import offline
 from rewardlab.models.offline import resolve_offline
@@ -79,6 +79,7 @@ def test_minilm_loads_as_a_reward_model_and_scores():
 
 
 @needs_smollm2
+@pytest.mark.slow
 def test_smollm2_gguf_converts_for_real_and_loads(tmp_path):
     """The real GGUF → float32 conversion (~20 s), then the folder loads in plain transformers as a Llama."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -3,7 +3,7 @@ objective."""
 
 import pytest
 import torch
-from conftest import synthetic_rows, write_jsonl
+from helpers import synthetic_rows, write_jsonl
 
 from rewardlab.config import RECIPES_DIR, load_recipe
 from rewardlab.models.two_tower import load_two_tower

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from conftest import SHARED_DATA, needs_shared_data, write_jsonl
+from helpers import SHARED_DATA, logged_losses, needs_shared_data, write_jsonl
 
 from rewardlab.config import load_recipe
 from rewardlab.data.collate import PackedCollator, PadCollator
@@ -127,6 +127,7 @@ def test_k_responses_in_one_row_give_the_padded_rewards(tiny, tmp_path, name):
 
 
 @pytest.mark.parametrize("objective, key", [("bradley_terry", "scores"), ("plackett_luce", "ranks")])
+@pytest.mark.slow
 def test_a_tiny_backbone_learns_rankings(tmp_path, objective, key):
     train_file = write_jsonl(tmp_path / "train.jsonl", ranking_rows(160, key=key))
     dev_file = write_jsonl(tmp_path / "dev.jsonl", ranking_rows(40, seed=1, key=key))
@@ -147,6 +148,7 @@ def test_plackett_luce_refuses_a_graph_without_an_order(tmp_path):
         train(recipe)
 
 
+@pytest.mark.slow
 def test_grouped_pairs_train_like_the_pairs_they_hold(tmp_path):
     """Pairs with distinct prompts grouped by prompt are the same pairs: the same losses step by step."""
     rows = [{"prompt": f"Q{i}:", "chosen": f" yes {i}", "rejected": f" no {i % 3}"} for i in range(16)]
@@ -157,6 +159,5 @@ def test_grouped_pairs_train_like_the_pairs_they_hold(tmp_path):
         train(load_recipe(None, ["model.name=tiny-llama", f"train_data={data}", "eval_data=null", "max_steps=3",
                                  "batch_size=4", "learning_rate=3e-3", "logging_steps=1", f"group_by_prompt={grouped}",
                                  f"output_dir={out}"]))
-        from test_train import logged_losses
         losses.append(logged_losses(out))
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)

@@ -1,7 +1,7 @@
 """Smoke runs on the real preference data in ../shared/data (skipped where it is absent)."""
 
 import pytest
-from conftest import SHARED_DATA, needs_shared_data
+from helpers import SHARED_DATA, needs_shared_data
 
 from rewardlab.config import load_recipe
 from rewardlab.data.encode import EncodingPolicy
@@ -38,6 +38,7 @@ def test_truncation_on_hh_keeps_every_response_end():
         assert e.chosen_ids[-1] == e.rejected_ids[-1] == encoder.tokenizer.eos_token_id
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_on_hh(tmp_path):
     recipe = load_recipe(None, ["model.name=tiny-llama", f"train_data={HH_TRAIN}", f"eval_data={HH_DEV}",
                                 "max_length=256", "max_steps=3", "batch_size=4", f"output_dir={tmp_path}"])

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 import transformers
-from conftest import SHARED_DATA, needs_shared_data, write_jsonl
 from families import ENCODER, wordpiece
+from helpers import SHARED_DATA, needs_shared_data, write_jsonl
 
 from rewardlab.cli import main
 from rewardlab.errors import DataError

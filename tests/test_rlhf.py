@@ -1,5 +1,4 @@
 import threading
-import time
 
 import pytest
 import torch
@@ -84,15 +83,25 @@ def test_remote_reward_function_matches_local(reward_dir):
     """The same rewards through a real ``uvicorn`` server on loopback, with an API key."""
     import uvicorn
 
+    class Server(uvicorn.Server):
+        """Sets ``starting_done`` once its start-up has ended: listening, or failed."""
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.starting_done = threading.Event()
+
+        async def startup(self, sockets=None):
+            try:
+                await super().startup(sockets)
+            finally:
+                self.starting_done.set()
+
     rm = RewardModel.load(str(reward_dir))
-    server = uvicorn.Server(uvicorn.Config(create_app(rm, api_key="k3y"), host="127.0.0.1", port=0,
-                                           log_level="warning"))
+    server = Server(uvicorn.Config(create_app(rm, api_key="k3y"), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
     try:
+        assert server.starting_done.wait(20) and server.started, "the server did not start"
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"
         prompts = ["Q: 2+2?", [{"role": "user", "content": "hi"}]]

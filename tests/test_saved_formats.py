@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from helpers import REPO
+
 from rewardlab import RewardModel
 from rewardlab.evaluation.sts import embed
 from rewardlab.models.saved import FORMAT_VERSION, load_info, saved_recipe

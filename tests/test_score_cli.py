@@ -1,19 +1,14 @@
 import datetime
-import json
 import math
 import shutil
 
 import pytest
 import torch
-from conftest import write_jsonl
+from helpers import read_jsonl, write_jsonl
 from transformers import AutoTokenizer
 
 from rewardlab.cli import main
 from rewardlab.inference.scorer import RewardModel
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_score_adds_a_reward_to_every_row_in_order(trained, tmp_path):

@@ -1,8 +1,8 @@
 import asyncio
+import itertools
 import json
 import math
 import threading
-import time
 
 import httpx
 import pytest
@@ -20,15 +20,28 @@ def reward_model(tiny):
     return RewardModel.of(b.model, b.tokenizer, b.encoder, {"reward_mean": 0.01, "reward_std": 0.02}, max_length=64)
 
 
-def count_forward_passes(monkeypatch, reward_model, delay: float = 0.0) -> list[int]:
-    """Wrap the model call: record the rows of every forward pass (and make each one take ``delay`` seconds, so that
-    requests pile up while the model is busy, as they do under load). Call it after ``create_app``, whose probe of
-    the model is one more pass."""
-    passes, forward = [], reward_model.forward
+def count_forward_passes(monkeypatch, reward_model, app=None, requests: int = 0) -> list[int]:
+    """Wrap the model call: record the rows of every forward pass. With ``requests``, the first pass waits until
+    ``app``'s batcher has been handed all of them, so that the others pile up while the model is busy, as they do
+    under load. Call it after ``create_app``, whose probe of the model is one more pass."""
+    passes, forward, everyone_queued = [], reward_model.forward, threading.Event()
+    if requests:
+        batcher = app.state.batcher
+        score, handed = batcher.score, itertools.count(1)
+
+        async def counted_score(sequences):
+            if next(handed) == requests:
+                everyone_queued.set()
+            # runs on up to its own ``await``, so the request is in the batcher's queue before the event loop can
+            # see the first pass end
+            return await score(sequences)
+
+        monkeypatch.setattr(batcher, "score", counted_score)
 
     def counted(sequences):
+        if requests and not passes:
+            assert everyone_queued.wait(60), "the requests never all reached the batcher"
         passes.append(len(sequences))
-        time.sleep(delay)
         return forward(sequences)
 
     monkeypatch.setattr(reward_model, "forward", counted)
@@ -49,7 +62,7 @@ def test_concurrent_requests_are_merged_and_each_client_gets_its_own_rewards(rew
     responses = [" answer" * (1 + i % 5) for i in range(64)]
     expected = reward_model.score(prompts, responses)
     app = create_app(reward_model, merge=merge)
-    passes = count_forward_passes(monkeypatch, reward_model, delay=0.05 if merge else 0.0)
+    passes = count_forward_passes(monkeypatch, reward_model, app, requests=64)
     monkeypatch.setattr(reward_model, "min_fill", 0.0)  # batches bounded by the token budget alone
     bodies = [{"prompts": [p], "responses": [r]} for p, r in zip(prompts, responses)]
     results = asyncio.run(concurrent_clients(app, bodies))
@@ -57,7 +70,7 @@ def test_concurrent_requests_are_merged_and_each_client_gets_its_own_rewards(rew
     assert [r["rewards"] for r in results] == [[pytest.approx(e, abs=1e-5)] for e in expected]
     assert sum(passes) == 64
     if merge:
-        # the first request runs alone; the 63 that arrive meanwhile share the next pass(es)
+        # the first pass serves what has arrived when it starts; the rest, queued meanwhile, share the next pass(es)
         assert len(passes) <= 4, passes
     else:
         assert len(passes) == 64
@@ -65,7 +78,7 @@ def test_concurrent_requests_are_merged_and_each_client_gets_its_own_rewards(rew
 
 def test_merging_respects_the_token_budget(reward_model, monkeypatch):
     app = create_app(reward_model)
-    passes = count_forward_passes(monkeypatch, reward_model, delay=0.05)
+    passes = count_forward_passes(monkeypatch, reward_model, app, requests=20)
     monkeypatch.setattr(reward_model, "token_budget", 200)
     monkeypatch.setattr(reward_model, "min_fill", 0.0)
     bodies = [{"prompts": ["p" * 30], "responses": [" r"]} for _ in range(20)]  # 34 tokens each
@@ -231,7 +244,8 @@ def test_a_chat_template_that_raises_is_422_naming_the_item(client, reward_model
     system = [{"role": "system", "content": "be nice"}]
     response = client.post("/score", json={"prompts": ["a", system], "responses": ["b", "c"]})
     assert response.status_code == 422
-    assert response.json()["detail"] == "item 1: the chat template refused these messages: TemplateError: no system messages"
+    assert response.json()["detail"] == ("item 1: the chat template refused these messages: TemplateError: "
+                                         "no system messages")
 
 
 def test_an_unscorable_item_is_422_naming_it(client, reward_model, monkeypatch):

@@ -1,19 +1,20 @@
 """The server against hostile clients: fuzzed bodies, clients that go away, untrusted model folders."""
 
 import asyncio
+import functools
 import json
-import os
+import re
 import socket
 import subprocess
 import sys
 import threading
-import time
+from pathlib import Path
 
 import httpx
 import pytest
 import torch
-from conftest import REPO, free_port
 from fastapi.testclient import TestClient
+from helpers import subprocess_env, wait_until
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -44,13 +45,15 @@ json_values = st.recursive(
     max_leaves=12,
 )
 messages = st.lists(st.fixed_dictionaries(
-    {"role": st.sampled_from(["user", "assistant", "system", "tool"]) | json_values, "content": st.text() | json_values},
+    {"role": st.sampled_from(["user", "assistant", "system", "tool"]) | json_values,
+     "content": st.text() | json_values},
     optional={"name": json_values}), max_size=3)
 texts = st.text(max_size=40) | messages | json_values
 well_typed = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]),
                                               "content": st.text(max_size=30)}), max_size=3) | st.text(max_size=40)
 well_formed = st.integers(1, 5).flatmap(lambda n: st.fixed_dictionaries(
-    {"prompts": st.lists(well_typed, min_size=n, max_size=n), "responses": st.lists(well_typed, min_size=n, max_size=n)},
+    {"prompts": st.lists(well_typed, min_size=n, max_size=n),
+     "responses": st.lists(well_typed, min_size=n, max_size=n)},
     optional={"normalize": st.booleans() | st.none()}))
 score_bodies = well_formed | st.fixed_dictionaries({}, optional={
     "prompts": st.lists(texts, max_size=5) | json_values,
@@ -78,6 +81,7 @@ def assert_answered(response, items: int | None = None) -> None:
         assert isinstance(body["detail"], str) and body["detail"]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=score_bodies)
 def test_fuzzed_score_bodies_get_a_reward_or_a_4xx(client, body):
@@ -184,40 +188,84 @@ def test_a_client_that_goes_away_leaves_its_items_uncomputed(reward_model, monke
     assert passes == [1, 1]  # A's pass and C's; none for B's 5 items
 
 
+class ServerLog:
+    """Reads a server's merged stdout and stderr in a thread; ``listening`` is set once uvicorn has logged the
+    address it listens on (``port``), or once the output ends (the server has exited)."""
 
+    def __init__(self, server: subprocess.Popen):
+        self.lines, self.port, self.listening = [], None, threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(server.stdout,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found[1])
+                self.listening.set()
+        self.listening.set()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+ESTABLISHED = "01"  # the state column of /proc/net/tcp
+
+
+def tcp_queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
+    """(bytes sent but not acknowledged, bytes received but not yet read by the process) of the established IPv4
+    TCP connection local_port → remote_port on loopback, from /proc/net/tcp; None if there is none."""
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state, queues = row.split()[1:5]
+        ports = int(local.split(":")[1], 16), int(remote.split(":")[1], 16)
+        if ports == (local_port, remote_port) and state == ESTABLISHED:
+            sent, received = queues.split(":")
+            return int(sent, 16), int(received, 16)
+    return None
+
+
+def read_by_server(client: socket.socket) -> bool:
+    """Whether the server process has read every byte sent on ``client``'s connection: none waits in the client's
+    send queue (unacknowledged), none in the receive queue of the server's end."""
+    mine, theirs = client.getsockname()[1], client.getpeername()[1]
+    server_end = tcp_queues(theirs, mine)
+    return tcp_queues(mine, theirs) == (0, 0) and server_end is not None and server_end[1] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the sockets' queues in /proc/net/tcp")
 def test_clients_that_disconnect_leave_no_traceback_and_a_healthy_uvicorn(tmp_path):
-    """A real ``rewardlab serve``: 20 clients send half a body and close, 20 send a whole body and close before the
-    answer. Nothing is logged as an error, and the server then answers /health and /score."""
+    """A real ``rewardlab serve`` on a port of its choosing: 20 clients send half a body and close, 20 send a whole
+    body and close before the answer, each once the server has read what it sent. Nothing is logged as an error, and
+    the server then answers /health and /score."""
     backbone = load_backbone(ModelSettings(name="tiny-llama"))
     folder = save_reward_model(backbone.model, backbone.tokenizer, tmp_path / "model", {}, {})
-    port, log = free_port(), tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "rewardlab.cli", "serve", str(folder), "--port", str(port)]
-    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "rewardlab.cli", "serve", str(folder), "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=subprocess_env())
+    log = ServerLog(server)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            try:
-                httpx.get(f"{url}/health", timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.3)
+        assert log.listening.wait(120) and log.port, log.text[-3000:]
+        url = f"http://127.0.0.1:{log.port}"
         body = json.dumps({"prompts": ["hello " * 50] * 64, "responses": [" x"] * 64}).encode()
         head = (f"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         for k in range(40):
-            with socket.create_connection(("127.0.0.1", port)) as s:
+            with socket.create_connection(("127.0.0.1", log.port)) as s:
                 s.sendall(head + (body[: len(body) // 2] if k % 2 else body))
-                time.sleep(0.02)
+                # half a body: the server waits for the rest; a whole one: it is working on the answer
+                assert wait_until(functools.partial(read_by_server, s), timeout=30, interval=0.001), k
         assert httpx.get(f"{url}/health", timeout=60).json()["status"] == "ok"
         answer = httpx.post(f"{url}/score", json={"prompts": ["a"], "responses": ["b"]}, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["rewards"]) == 1
     finally:
         server.terminate()
         server.wait(30)
-    text = log.read_text()
+        log.thread.join(30)
+    text = log.text
     assert "Traceback" not in text and "ERROR" not in text and "Exception" not in text, text[-3000:]
 
 

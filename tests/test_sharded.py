@@ -7,16 +7,16 @@ DTensor parameters, ``clip_grad_norm_``, ``get_state_dict``) is Accelerate's and
 """
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, free_port, synthetic_rows, write_jsonl
-from test_train import logged_losses
+from helpers import REPO, logged_losses, subprocess_env, synthetic_rows, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 DRIVER = '''
 import sys
@@ -50,9 +50,9 @@ sys.exit(main())
 
 
 def fsdp_cpu_config(tmp_path):
-    """recipes/accelerate/fsdp.yaml, on 2 CPU processes in fp32."""
+    """recipes/accelerate/fsdp.yaml, on 2 CPU processes in fp32; port 0: Accelerate picks the rendezvous port."""
     config = yaml.safe_load((REPO / "recipes" / "accelerate" / "fsdp.yaml").read_text())
-    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=free_port())
+    config.update(num_processes=2, mixed_precision="no", use_cpu=True, main_process_port=0)
     path = tmp_path / "fsdp-cpu.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -73,8 +73,7 @@ def run(tmp_path, name, sharded, overrides):
     command += ["train", "model.name=tiny-llama", f"train_data={data}", f"eval_data={dev}", "max_length=64",
                 "batch_size=8", "learning_rate=3e-3", "max_steps=2", "logging_steps=1", "max_grad_norm=0.05",
                 f"output_dir={out}", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     if sharded:  # the model really was sharded: FSDP 2 turned its parameters into DTensors
         # ... one shard group per decoder layer (tiny-llama has 2) and the root

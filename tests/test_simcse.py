@@ -191,6 +191,7 @@ def test_unsupervised_batches_hold_each_sentence_twice_and_dropout_tells_the_cop
     assert torch.allclose(first, second)
 
 
+@pytest.mark.slow
 def test_tiny_backbone_learns_paraphrases_and_sts_spearman_rises(tmp_path):
     """Supervised SimCSE on 200 synonym paraphrase pairs, 30 steps: STS Spearman on 100 held-out scored pairs goes
     from what a random backbone gets from shared characters (about 0.37) to above 0.7 (about 0.8)."""

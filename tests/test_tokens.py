@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, write_jsonl
 from families import TOKENIZERS, build_checkpoint
 from fastapi.testclient import TestClient
+from helpers import REPO, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardlab.cli import main
@@ -28,7 +28,8 @@ ROWS = [json.loads(line) for line in (REPO / "data" / "prefs-dev.jsonl").read_te
 # (its chosen response is the longer one, so the pair cuts its prompt as scoring it alone does)
 ROWS += [{"prompt": "\n\nHuman: Where is Paris?\n\nAssistant:", "chosen": " In France.", "rejected": " No idea."},
          {"prompt": "Tell me a story. " * 80, "chosen": "Once upon a time there was a fox.", "rejected": "No."}]
-CHAT = [{"prompt": [{"role": "user", "content": r["prompt"]}], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+CHAT = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+         "chosen": [{"role": "assistant", "content": r["chosen"]}],
          "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in ROWS[:6]]
 
 

@@ -5,30 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_rows, write_jsonl
+from helpers import interrupt_after_checkpoint, logged_losses, make_recipe
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rewardlab.config import load_recipe
 from rewardlab.models.loading import load_backbone
 from rewardlab.training import loop as train_module
 from rewardlab.training.loop import train
 
 
-def make_recipe(tmp_path: Path, *overrides: str, rows: int = 48):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    data = write_jsonl(tmp_path / "train.jsonl", synthetic_rows(rows))
-    dev = write_jsonl(tmp_path / "dev.jsonl", synthetic_rows(32, seed=1))
-    return load_recipe(None, [
-        "model.name=tiny-llama", f"train_data={data}", f"eval_data={dev}", "max_length=64", "batch_size=8",
-        "learning_rate=3e-3", "logging_steps=1", f"output_dir={tmp_path / 'out'}", *overrides,
-    ])
-
-
-def logged_losses(output_dir) -> dict[int, float]:
-    lines = [json.loads(x) for x in Path(output_dir, "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}
-
-
+@pytest.mark.slow
 def test_tiny_backbone_learns_a_synthetic_preference_set(tmp_path):
     recipe = make_recipe(tmp_path, "max_steps=40", rows=320)
     info = train(recipe)
@@ -36,6 +21,7 @@ def test_tiny_backbone_learns_a_synthetic_preference_set(tmp_path):
     assert info["steps"] == 40
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_gives_the_same_losses(tmp_path, monkeypatch):
     """40 pairs, 8 a step: 5 steps an epoch; stop after the checkpoint at step 3, resume to step 8 (crossing the
     epoch boundary, with warmup and a linear schedule that depend on the restored scheduler state)."""
@@ -115,22 +101,8 @@ def test_training_changes_the_trainable_parameters_and_lora_keeps_the_base_froze
     assert (Path(recipe.output_dir) / "adapter_config.json").is_file()
 
 
-def interrupt_after_checkpoint(monkeypatch, recipe, step: int):
-    """Run ``recipe`` until the checkpoint at ``step`` is written, then stop as a kill would."""
-    real_save = train_module.save_checkpoint
-
-    def save_then_die(accelerator, recipe_, progress, *rest):
-        real_save(accelerator, recipe_, progress, *rest)
-        if progress.step == step:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-
-
 @pytest.mark.parametrize("order", ["shuffled", "grouped_by_length"])
+@pytest.mark.slow
 def test_resume_with_dropout_lora_and_accumulation_gives_the_same_losses(tmp_path, monkeypatch, order):
     """Dropout draws from the global RNG, which the checkpoint restores: nothing else (building the resumed data
     iterator, evaluation) may draw from it, or step 4 onwards sees other dropout masks."""
