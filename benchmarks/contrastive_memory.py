@@ -19,8 +19,8 @@ Each subcommand writes ``OUTPUT/results.json`` (and prints a markdown table).
 
 ``steptime`` (SimCSE recipes) compares, in one process and one thread, alternating on the same batches, the processor
 time of a cached-gradient step at several chunk sizes with that of the one-pass step. Where the one-pass step does
-not fit in memory (SmolLM2's recipe: 18 GB), it stands in with the same work in less memory: the one-pass batch's padded rows,
-at the batch's width, forward and backward in ``--slices`` slices (compute is linear in the rows).
+not fit in memory (SmolLM2's recipe: 18 GB), it stands in with the same work in less memory: the one-pass batch's
+padded rows, at the batch's width, forward and backward in ``--slices`` slices (compute is linear in the rows).
 """
 
 from __future__ import annotations
