@@ -12,6 +12,7 @@ class UserError(Exception):
     """Something the user gave cannot be used as it stands; the message says what and how to fix it."""
 
     exit_status = 2
+    reported = False  # True once it has been printed (a distributed run's processes print as they stop)
 
 
 class RecipeError(UserError, ValueError):

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get(DEBUG, "") not in ("", "0"):
             raise
         message, status = describe_failure(e)
-        print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()), file=sys.stderr)
+        if not getattr(e, "reported", False):  # a distributed run's processes say it as they stop
+            print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()),
+                  file=sys.stderr)
         return status
     return 0
 

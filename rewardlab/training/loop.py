@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -229,10 +230,18 @@ def skip_nonfinite(accelerator: Accelerator, recipe: Recipe, progress: Progress,
         kept = latest_checkpoint(recipe.output_dir)
         allowed = (f"skip_nonfinite: {recipe.skip_nonfinite} steps were skipped already" if recipe.skip_nonfinite
                    else "lower learning_rate, check these rows, or let the recipe skip such steps (skip_nonfinite: N)")
-        raise TrainingError(
-            f"step {step}: {what} (rows: {shown}); no model was saved"
-            + (f", the last good checkpoint is {kept.path}" if kept else "") + f"; {allowed}"
-        )
+        error = TrainingError(f"step {step}: {what} (rows: {shown}); no model was saved"
+                              + (f", the last good checkpoint is {kept.path}" if kept else "") + f"; {allowed}")
+        if accelerator.num_processes > 1:
+            # Every process stops here, at the same step: each says why before any of them exits (the launcher ends
+            # the others as soon as one exits, which could cut a slower one short before its message).
+            bar.close()  # the main process's bar ends its line before any process writes beside it
+            accelerator.wait_for_everyone()
+            sys.stderr.write(f"error: {error}\n")  # one write: lines of several processes do not interleave
+            sys.stderr.flush()
+            error.reported = True
+            accelerator.wait_for_everyone()
+        raise error
     progress.skipped_nonfinite += 1
     bar.write(f"step {step}: skipped, {what} (rows: {shown}); {progress.skipped_nonfinite} of at most "
               f"{recipe.skip_nonfinite} steps skipped")
